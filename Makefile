@@ -1,0 +1,49 @@
+# The two commands a newcomer needs: `make demo` and `make test`.
+# Both create .venv when absent, install the project and the Debian packages
+# it uses, and are safe to rerun (installs are skipped when nothing changed).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.mmdx-installed
+DEMO_DIR ?= data/demo-archive
+
+.PHONY: demo test lint typecheck contracts pytest bench sysdeps install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Reinstall only when the dependency declaration changed.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+sysdeps:
+	bash scripts/install-system-deps.sh
+
+demo: install sysdeps
+	$(BIN)/mmdx synth --out $(DEMO_DIR) --mri 24 --echo 24 --sites 4 --seed 7
+
+lint: install
+	$(BIN)/ruff check imaging multimodal_rag serving tests bench
+	$(BIN)/ruff format --check imaging multimodal_rag serving tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+contracts: install
+	$(BIN)/lint-imports
+
+pytest: install sysdeps
+	$(BIN)/pytest -q
+
+test: lint typecheck contracts pytest
+
+bench: install sysdeps
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""Multimodal RAG: CLIP embeddings, the similar-case index, evidence fusion, cited drafts."""
