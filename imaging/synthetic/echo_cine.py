@@ -79,9 +79,7 @@ class EchoAppearance:
             "near_field_clutter": (0.0, 1.0),
         }
         for name, (low, high) in bounds.items():
-            value = getattr(self, name)
-            if not low <= value <= high:
-                raise ValueError(f'Argument "{name}" must lie in [{low}, {high}], got {value}')
+            _check_range(name, getattr(self, name), low, high)
         if len(self.tint) != 3 or not all(0.0 <= c <= 1.0 for c in self.tint):
             raise ValueError(f'Argument "tint" must be three values in [0, 1], got {self.tint}')
 
@@ -142,8 +140,8 @@ class CineLoop:
     """A rendered A4C cine loop with its acquisition geometry and ground truth.
 
     Attributes:
-        frames: uint8 RGB pixels, shape ``(frames, rows, columns, 3)``; the fan is grey
-            (or tinted), the ECG strip green, the header text white.
+        frames: uint8 RGB pixels, shape ``(frames, rows, columns, 3)``, read-only; the fan
+            is grey (or tinted), the ECG strip green, the header text white.
         frame_time_ms: Time between frames.
         heart_rate_bpm: Mean heart rate.
         mm_per_pixel_x: Physical width of a pixel column step.
@@ -299,6 +297,14 @@ def synthesize_a4c_cine(
     frames = _compose(levels, scan, header, appearance, rows, columns)
     if appearance.show_ecg:
         _draw_ecg(frames, rhythm, cycle, times)
+    lv_arrays = (
+        geometry.apex_x_mm,
+        geometry.apex_y_mm,
+        geometry.half_width_mm,
+        geometry.half_length_mm,
+    )
+    for array in (frames, volume, *lv_arrays):
+        array.flags.writeable = False
 
     return CineLoop(
         frames=frames,
@@ -420,7 +426,6 @@ def _smooth_step(u: np.ndarray, *, skew: float) -> np.ndarray:
 class _Heart:
     """Per-case anatomy in millimetres; wall thicknesses are end-diastolic."""
 
-    ejection_fraction: float
     half_width_ed: float
     half_length_ed: float
     length_ratio_es: float  # b_es / b_ed
@@ -461,7 +466,6 @@ class _Heart:
         length_ratio = max(1.0 - shortening, (1.0 - ejection_fraction) ** (1.0 / 3.0))
         size = (edv_ml / 110.0) ** (1.0 / 6.0)
         return cls(
-            ejection_fraction=ejection_fraction,
             half_width_ed=half_width,
             half_length_ed=aspect * half_width,
             length_ratio_es=length_ratio,
@@ -536,7 +540,9 @@ def _probe_motion(times: np.ndarray, systolic: np.ndarray, rng: np.random.Genera
     motion = np.zeros((len(times), 2))
     for amplitude, low_hz, high_hz in ((rng.uniform(0.5, 2.5), 0.15, 0.3), (0.4, 0.5, 1.5)):
         direction = rng.uniform(0.0, 2.0 * math.pi)
-        wave = np.sin(2 * math.pi * rng.uniform(low_hz, high_hz) * times + rng.uniform(0, 6.3))
+        wave = np.sin(
+            2 * math.pi * rng.uniform(low_hz, high_hz) * times + rng.uniform(0, 2 * math.pi)
+        )
         motion += amplitude * wave[:, None] * np.array([math.cos(direction), math.sin(direction)])
     motion[:, 1] -= rng.uniform(0.0, 1.5) * systolic  # the apex rises slightly in systole
     return motion
@@ -567,7 +573,7 @@ def _scan_geometry(
     half_angle = math.radians(angle_deg) / 2.0
     available = rows - header_rows - _ECG_BAND_ROWS - 2 * _MARGIN_PX
     depth_px = min(available, (columns - 2 * _MARGIN_PX) / (2.0 * math.sin(half_angle)))
-    if depth_px < 64:
+    if depth_px < 48:
         raise ValueError(f'Arguments "rows" and "columns" leave a fan only {depth_px:.0f} px deep')
     # A whole-pixel apex keeps it exact as the DICOM region's reference pixel.
     apex_x, apex_y = float(columns // 2), float(header_rows + _MARGIN_PX)
@@ -627,6 +633,8 @@ def _render_polar(
         value = (level - radius2) * (np.asarray(scale, dtype=np.float32) / (2.0 * blur)) + 0.5
         return np.clip(value, 0.0, 1.0, out=value)
 
+    # p runs along the LV axis from its apex, q across it towards the lateral wall (image
+    # right); the RV lies at q < 0 beyond the septum and the atria at p beyond the valves.
     ux, uy = geometry.axis
     p = (
         scan.x_mm * ux
@@ -646,22 +654,23 @@ def _render_polar(
     centred = p - b
     egg = 1.0 + heart.egg_factor * centred / b
     lv_blood = soft((q / (a * egg)) ** 2 + (centred / b) ** 2, 1.0, a)
-    right_side = a + septum + 2.0 * rv_a + heart.rv_wall
-    width = np.where(q > 0, a + lateral, right_side) * egg
+    # One envelope holds both ventricles; the cavities are cut out of it.
+    septal_side = a + septum + 2.0 * rv_a + heart.rv_wall
+    width = np.where(q > 0, a + lateral, septal_side) * egg
     # The envelope reaches past the apex by the apical wall but tapers into the annulus.
     half_length = np.where(centred > 0, 1.15 * b, b + heart.apical_wall * thick)
     r2_heart = (q / width) ** 2 + (centred / half_length) ** 2
     ventricles = soft(r2_heart, 1.0, a + lateral)
     pericardium = soft(r2_heart, (1.0 + 3.0 / (a + lateral)) ** 2, a + lateral) - ventricles
-    pericardium *= q > -a
+    pericardium *= q > -a  # the bright pericardial line shows along the lateral wall and apex
 
     mitral = b * (1.0 + heart.annulus)
     tricuspid = mitral - heart.tricuspid_offset
     rv_b = heart.rv_half_length - 0.8 * (1.0 + heart.annulus) * (heart.half_length_ed - b)
     rv_q, rv_p = -(a + septum + rv_a), tricuspid - 0.8 * rv_b
     r2_rv = ((q - rv_q) / rv_a) ** 2 + ((p - rv_p) / rv_b) ** 2
-    rv_inner = (1.0 - heart.rv_wall / right_side) ** 2
-    rv_blood = np.minimum(soft(r2_rv, 1.0, rv_a), soft(r2_heart, rv_inner, right_side))
+    rv_inner = (1.0 - heart.rv_wall / septal_side) ** 2
+    rv_blood = np.minimum(soft(r2_rv, 1.0, rv_a), soft(r2_heart, rv_inner, septal_side))
     atrial = p >= np.where(q > -(a + septum / 2.0), mitral, tricuspid)
 
     growth = 1.0 + heart.atrial_growth * s

@@ -32,6 +32,8 @@ FILE_LIST_COLUMNS = (
 VOLUME_TRACING_COLUMNS = ("FileName", "X1", "Y1", "X2", "Y2", "Frame")
 SPLITS = ("TRAIN", "VAL", "TEST")
 DISCS = 20
+# FFmpeg's FF_QP2LAMBDA: quantiser scale to the lambda unit of ``global_quality``.
+_QP2LAMBDA = 118
 
 
 def write_echonet_video(cine: CineLoop, path: Path) -> dict[str, object]:
@@ -58,8 +60,10 @@ def write_echonet_video(cine: CineLoop, path: Path) -> dict[str, object]:
         stream = container.add_stream("mjpeg", rate=frame_rate)
         stream.width = stream.height = ECHONET_SIZE
         stream.pix_fmt = "yuvj420p"
+        # Fixed quantiser scale 2 (ffmpeg's ``-q:v 2``): near-lossless, still small at 112 px.
+        stream.codec_context.flags |= av.codec.context.Flags.qscale
+        stream.codec_context.global_quality = 2 * _QP2LAMBDA
         stream.codec_context.qmin = 1
-        stream.options = {"qscale": "2"}
         for frame in grey:
             square[y0 - top : y1 + 1 - top, x0 - left : x1 + 1 - left] = frame[
                 y0 : y1 + 1, x0 : x1 + 1
