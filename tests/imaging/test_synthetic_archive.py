@@ -150,7 +150,9 @@ def test_same_seed_writes_the_same_bytes(tmp_path: Path) -> None:
     for workers, name in ((1, "serial"), (2, "parallel")):
         out = tmp_path / name
         generate_archive(
-            ArchiveSpec(out_dir=out, mri_studies=2, echo_studies=2, sites=2, seed=9, workers=workers)
+            ArchiveSpec(
+                out_dir=out, mri_studies=2, echo_studies=2, sites=2, seed=9, workers=workers
+            )
         )
         digests.append(
             {
