@@ -8,7 +8,7 @@ from typing import Literal, get_args
 import numpy as np
 from pydicom.dataset import Dataset
 
-from imaging.synthetic.mr_dicom import (
+from imaging.synthetic.mr_dicom_modules import (
     MRAcquisition,
     Rescale,
     add_common_modules,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imaging.synthetic.mr_dicom import choose_rescale, validate_volume
+from imaging.synthetic.mr_dicom_modules import choose_rescale, validate_volume
 from imaging.synthetic.records import MRVolume
 
 # NIfTI xform code 1: scanner-based anatomical coordinates, as DICOM's are.

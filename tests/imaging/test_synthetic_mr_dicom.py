@@ -16,9 +16,9 @@ import pytest
 from imaging.synthetic.mr_dicom import (
     MR_IMAGE_STORAGE,
     FileOrder,
-    choose_rescale,
     write_mr_series,
 )
+from imaging.synthetic.mr_dicom_modules import choose_rescale
 from imaging.synthetic.mr_enhanced_dicom import (
     ENHANCED_MR_IMAGE_STORAGE,
     FrameOrder,
