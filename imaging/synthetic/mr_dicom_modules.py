@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 from pydicom.valuerep import format_number_as_ds
 
+from imaging.synthetic.dicom_modules import add_equipment_module, add_patient_and_study_modules
 from imaging.synthetic.records import MRVolume, SyntheticStudy
 
 # Gyromagnetic ratio of 1H over 2π, in MHz per tesla (CODATA 2018).
@@ -200,23 +201,9 @@ def add_common_modules(
 ) -> None:
     """Add the Patient, Study, Series, Frame of Reference and Equipment modules of an MR object."""
     study_date = study.study_date.strftime("%Y%m%d")
-    dataset.SpecificCharacterSet = "ISO_IR 100"
+    add_patient_and_study_modules(dataset, study)
     dataset.InstanceCreationDate = study_date
     dataset.InstanceCreationTime = study.study_time
-
-    dataset.PatientName = study.patient.patient_name
-    dataset.PatientID = study.patient.patient_id
-    dataset.PatientBirthDate = study.patient.birth_date.strftime("%Y%m%d")
-    dataset.PatientSex = study.patient.sex
-
-    dataset.StudyInstanceUID = study.study_instance_uid
-    dataset.StudyDate = study_date
-    dataset.StudyTime = study.study_time
-    dataset.AccessionNumber = study.accession_number
-    dataset.ReferringPhysicianName = study.referring_physician_name
-    dataset.StudyDescription = study.study_description
-    dataset.StudyID = study.accession_number[-16:]
-    dataset.PatientAge = f"{study.patient_age:03d}Y"
 
     dataset.Modality = "MR"
     dataset.SeriesInstanceUID = series_instance_uid
@@ -231,14 +218,7 @@ def add_common_modules(
     dataset.FrameOfReferenceUID = frame_of_reference_uid
     dataset.PositionReferenceIndicator = ""
 
-    site = study.site
-    dataset.Manufacturer = site.manufacturer
-    dataset.ManufacturerModelName = site.manufacturer_model_name
-    dataset.InstitutionName = site.institution_name
-    dataset.StationName = site.station_name
-    # Derived from the site so that every series of one scanner shares it.
-    dataset.DeviceSerialNumber = hashlib.sha256(site.site_id.encode()).hexdigest()[:8].upper()
-    dataset.SoftwareVersions = "mmdx synthetic 1.0"
+    add_equipment_module(dataset, study.site)
 
 
 def add_image_pixel_module(dataset: Dataset, rows: int, columns: int) -> None:

@@ -8,7 +8,6 @@ the sector apex, so measurements in pixels convert to centimetres.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from pathlib import Path
 from typing import Literal, get_args
@@ -24,6 +23,7 @@ from pydicom.uid import (
     JPEGBaseline8Bit,
 )
 
+from imaging.synthetic.dicom_modules import add_equipment_module, add_patient_and_study_modules
 from imaging.synthetic.echo_cine import CineLoop
 from imaging.synthetic.records import SyntheticStudy, deterministic_uid
 
@@ -96,38 +96,16 @@ def _add_patient_study_series(
     dataset: Dataset, study: SyntheticStudy, series_uid: str, series_number: int
 ) -> None:
     """Patient, General Study, Patient Study, General Series and General Equipment."""
-    study_date = study.study_date.strftime("%Y%m%d")
-    dataset.SpecificCharacterSet = "ISO_IR 100"
-    dataset.PatientName = study.patient.patient_name
-    dataset.PatientID = study.patient.patient_id
-    dataset.PatientBirthDate = study.patient.birth_date.strftime("%Y%m%d")
-    dataset.PatientSex = study.patient.sex
-
-    dataset.StudyInstanceUID = study.study_instance_uid
-    dataset.StudyDate = study_date
-    dataset.StudyTime = study.study_time
-    dataset.AccessionNumber = study.accession_number
-    dataset.ReferringPhysicianName = study.referring_physician_name
-    dataset.StudyDescription = study.study_description
-    dataset.StudyID = study.accession_number[-16:]
-    dataset.PatientAge = f"{study.patient_age:03d}Y"
+    add_patient_and_study_modules(dataset, study)
 
     dataset.Modality = "US"
     dataset.SeriesInstanceUID = series_uid
     dataset.SeriesNumber = series_number
     dataset.SeriesDescription = "Apical 4 chamber"
-    dataset.SeriesDate = study_date
+    dataset.SeriesDate = dataset.StudyDate
     dataset.SeriesTime = study.study_time
     dataset.BodyPartExamined = "HEART"
-
-    site = study.site
-    dataset.Manufacturer = site.manufacturer
-    dataset.ManufacturerModelName = site.manufacturer_model_name
-    dataset.InstitutionName = site.institution_name
-    dataset.StationName = site.station_name
-    # Derived from the site so that every loop from one scanner shares it.
-    dataset.DeviceSerialNumber = str(int(hashlib.sha256(site.site_id.encode()).hexdigest(), 16))[:6]
-    dataset.SoftwareVersions = "mmdx synthetic 1.0"
+    add_equipment_module(dataset, study.site)
 
 
 def _add_image(dataset: Dataset, cine: CineLoop, instance_uid: str) -> None:
