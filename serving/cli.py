@@ -77,6 +77,91 @@ def synth(
     console.print(f"  DICOM files: {summary['dicom_files']}, manifest: {summary['manifest']}")
 
 
+@app.command()
+def deid(
+    in_path: Annotated[Path, typer.Argument(metavar="IN", help="A DICOM file or a folder.")],
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="Folder for the de-identified files.")],
+    retain_dates: Annotated[
+        bool | None,
+        typer.Option(
+            "--retain-dates/--no-retain-dates",
+            help="Keep dates and times (default from settings: deid.retain_longitudinal_temporal).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary only.")] = False,
+) -> None:
+    """De-identify DICOM files (PS3.15 Basic Profile, Clean Pixel Data for ultrasound).
+
+    Good files go to OUT/<study>/<series>/<instance>.dcm under new UIDs; each refused
+    file is listed with its reason on the console and in OUT/deid-report.csv, and the
+    exit status is 1 if any file was refused. The report names input files: it is for
+    the operator, not for release.
+    """
+    import csv
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from imaging.dicom.deid import DeidOptions, deidentify_path, list_input_files
+    from serving.settings import get_settings, load_deid_secret
+
+    console = Console(stderr=True)
+    if not in_path.exists():
+        console.print(f"[red]{in_path} does not exist[/red]")
+        raise typer.Exit(2)
+    settings = get_settings()
+    retain = settings.deid.retain_longitudinal_temporal if retain_dates is None else retain_dates
+    options = DeidOptions(retain_longitudinal_temporal=retain)
+    secret = load_deid_secret(settings)
+    total = len(list_input_files(in_path, exclude=out))
+    started = time.perf_counter()
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=as_json,
+    ) as progress:
+        task = progress.add_task("de-identifying", total=total)
+        report = deidentify_path(
+            in_path,
+            out,
+            secret=secret,
+            options=options,
+            on_file_done=lambda _path, _failure: progress.advance(task),
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    report_path = out / "deid-report.csv"
+    with report_path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "error", "reason"])
+        for failure in report.failures:
+            writer.writerow([failure.path, failure.error, failure.reason])
+    summary = {
+        "in": str(in_path),
+        "out": str(out),
+        "seconds": round(time.perf_counter() - started, 2),
+        "retain_longitudinal_temporal": retain,
+        "written": len(report.written),
+        "failed": len(report.failures),
+        "failures": [vars(failure) for failure in report.failures],
+        "report": str(report_path),
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        console.print(
+            f"[bold]De-identified[/bold] {summary['written']} of {total} files into {out} "
+            f"({summary['seconds']:.1f} s); dates {'kept' if retain else 'removed'}"
+        )
+        for failure in report.failures:
+            console.print(f"  [red]refused[/red] {failure.path}: {failure.error}: {failure.reason}")
+        console.print(f"  report: {report_path}")
+    if report.failures:
+        raise typer.Exit(1)
+
+
 def summarise_archive(rows: list[dict[str, str]], out: Path, seconds: float) -> dict[str, Any]:
     """Counts a person or a script checks after ``mmdx synth``."""
     labels: dict[str, dict[str, int]] = {}

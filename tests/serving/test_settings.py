@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from serving.settings import Settings, get_settings
+from serving.settings import Settings, get_settings, load_deid_secret
 
 
 @pytest.fixture
@@ -57,4 +58,45 @@ def test_unknown_yaml_key_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyP
     config.write_text("htp_port: 8100\n")
     monkeypatch.setenv("MMDX_CONFIG", str(config))
     with pytest.raises(ValidationError, match="htp_port"):
+        Settings()
+
+
+def test_deid_secret_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MMDX_DEID__SECRET", "an-environment-secret-123")
+    settings = Settings(data_dir=tmp_path)
+    assert load_deid_secret(settings) == b"an-environment-secret-123"
+    assert "an-environment-secret" not in repr(settings)
+    assert not (tmp_path / "secrets").exists()
+
+
+def test_deid_key_file_is_created_once_owner_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MMDX_DEID__SECRET", raising=False)
+    settings = Settings(data_dir=tmp_path)
+    assert settings.deid.retain_longitudinal_temporal is True
+    first = load_deid_secret(settings)
+    key_file = tmp_path / "secrets" / "deid.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert len(first) == 64
+    assert load_deid_secret(settings) == first
+    assert load_deid_secret(Settings(data_dir=tmp_path / "other")) != first
+
+
+def test_deid_key_file_readable_by_others_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MMDX_DEID__SECRET", raising=False)
+    settings = Settings(data_dir=tmp_path)
+    load_deid_secret(settings)
+    (tmp_path / "secrets" / "deid.key").chmod(0o644)
+    with pytest.raises(PermissionError, match="chmod 600"):
+        load_deid_secret(settings)
+
+
+def test_short_deid_secret_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MMDX_DEID__SECRET", "short")
+    with pytest.raises(ValidationError, match=r"deid\.secret"):
         Settings()

@@ -1,0 +1,1 @@
+"""DICOM input: safe reading, study indexing, series-to-volume, cine loops, de-identification."""
