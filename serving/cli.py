@@ -78,6 +78,56 @@ def synth(
 
 
 @app.command()
+def convert(
+    series_dir: Annotated[
+        Path, typer.Argument(metavar="SERIES_DIR", help="Folder holding one MR series.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="NIfTI file to write (.nii or .nii.gz).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary only.")] = False,
+) -> None:
+    """Assemble one MR series (single-frame or Enhanced MR) and write it as NIfTI.
+
+    Slices are ordered by position along the slice normal and the affine comes from
+    the DICOM geometry, so the output matches dcm2niix's. A folder holding several
+    series, gaps, duplicate slices or gantry tilt is refused with the reason.
+    """
+    from imaging.dicom.series_volume import load_mr_series, write_nifti
+    from imaging.errors import ImagingError
+
+    if not series_dir.is_dir():
+        typer.echo(f"error: {series_dir} is not a folder", err=True)
+        raise typer.Exit(2)
+    if not out.name.endswith((".nii", ".nii.gz")):
+        typer.echo(f"error: --out {out} must end in .nii or .nii.gz", err=True)
+        raise typer.Exit(2)
+    paths = sorted(
+        path for path in series_dir.rglob("*") if path.is_file() and path.name != "DICOMDIR"
+    )
+    started = time.perf_counter()
+    try:
+        volume = load_mr_series(paths)
+    except ImagingError as exc:
+        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_nifti(volume, out)
+    summary = {
+        "series_instance_uid": volume.meta["series_instance_uid"],
+        "files": len(paths),
+        "shape": [int(size) for size in volume.shape[1:]],
+        "spacing_mm": [round(float(step), 4) for step in volume.meta["spacing"]],
+        "out": str(out),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        shape = "x".join(str(size) for size in summary["shape"])
+        spacing = "x".join(f"{step:g}" for step in summary["spacing_mm"])
+        typer.echo(f"{out}: {shape} voxels of {spacing} mm from {len(paths)} files")
+
+
+@app.command()
 def deid(
     in_path: Annotated[Path, typer.Argument(metavar="IN", help="A DICOM file or a folder.")],
     out: Annotated[Path, typer.Argument(metavar="OUT", help="Folder for the de-identified files.")],

@@ -119,6 +119,8 @@ def decode_pixel_array(
     if not dataset.file_meta.TransferSyntaxUID.is_compressed:
         stored = len(dataset.PixelData)
         expected = layout.decoded_bytes
+        if dataset.get("PhotometricInterpretation") == "YBR_FULL_422":
+            expected = expected * 2 // 3  # two luma samples share one chroma pair
         if stored < expected:
             raise PixelDataError(
                 source, f"pixel data is {stored} bytes, the image attributes need {expected}"

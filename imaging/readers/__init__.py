@@ -1,0 +1,1 @@
+"""Readers for non-DICOM inputs (EchoNet-Dynamic videos, NIfTI); importing this is cheap."""
