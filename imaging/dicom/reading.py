@@ -23,6 +23,7 @@ from typing import IO, Any, BinaryIO, cast
 
 from imaging.errors import DicomReadError, ResourceLimitError
 
+MIB = 1024**2
 GIB = 1024**3
 _UID_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 
@@ -32,7 +33,8 @@ class ReadLimits:
     """Upper bounds that keep one bad object from exhausting memory."""
 
     max_file_bytes: int = 2 * GIB
-    max_inflated_bytes: int = 1 * GIB
+    max_inflated_bytes: int = 256 * MIB
+    max_inflate_ratio: int = 200  # above 64 MiB, inflated size per compressed byte
     max_pixel_bytes: int = 2 * GIB
     max_frames: int = 10_000
 
@@ -45,12 +47,18 @@ class _BoundedReader(io.RawIOBase):
 
     ``BufferedReader.read(n)`` allocates ``n`` bytes before reading; pydicom passes
     a value length straight through, so a length of 0xFFFFFFF0 would allocate 4 GiB.
+    pydicom also keeps a value shorter than its length field says; the reader
+    notices instead. At a clean end of data pydicom asks once for the next element
+    header and gets nothing; a short read, or a second empty one (a value missing
+    entirely), means the data ended inside an element.
     """
 
     def __init__(self, raw: IO[bytes], size: int) -> None:
         super().__init__()
         self._raw = raw
         self._size = size
+        self._empty_reads = 0
+        self.truncated_at: int | None = None
 
     def readable(self) -> bool:
         return True
@@ -65,8 +73,14 @@ class _BoundedReader(io.RawIOBase):
         return self._raw.seek(offset, whence)
 
     def read(self, size: int | None = -1) -> bytes:
-        remaining = max(0, self._size - self._raw.tell())
-        if size is None or size < 0 or size > remaining:
+        position = self._raw.tell()
+        remaining = max(0, self._size - position)
+        if size is None or size < 0:
+            return self._raw.read(remaining)
+        if size > remaining:
+            if remaining > 0 or self._empty_reads > 0:
+                self.truncated_at = position if self.truncated_at is None else self.truncated_at
+            self._empty_reads += remaining == 0
             size = remaining
         return self._raw.read(size)
 
@@ -103,8 +117,7 @@ def read_dicom(
             path, f"file is {size} bytes, over the {limits.max_file_bytes} limit"
         )
     with path.open("rb") as raw:
-        bounded = cast(BinaryIO, _BoundedReader(raw, size))
-        dataset = _parse(bounded, str(path), stop_before_pixels, limits)
+        dataset = _parse(_BoundedReader(raw, size), str(path), stop_before_pixels, limits)
     dataset.filename = str(path)
     return dataset
 
@@ -124,14 +137,18 @@ def read_dicom_bytes(
         raise ResourceLimitError(
             source, f"object is {len(data)} bytes, over the {limits.max_file_bytes} limit"
         )
-    return _parse(io.BytesIO(data), source, stop_before_pixels, limits)
+    reader = _BoundedReader(io.BytesIO(data), len(data))
+    return _parse(reader, source, stop_before_pixels, limits)
 
 
-def _parse(stream: BinaryIO, source: str, stop_before_pixels: bool, limits: ReadLimits) -> Any:
+def _parse(
+    reader: _BoundedReader, source: str, stop_before_pixels: bool, limits: ReadLimits
+) -> Any:
     from pydicom.dataset import FileDataset
     from pydicom.filereader import _read_file_meta_info, read_dataset
     from pydicom.uid import UID
 
+    stream = cast(BinaryIO, reader)
     preamble = stream.read(128)
     if len(preamble) < 128 or stream.read(4) != b"DICM":
         raise DicomReadError(
@@ -150,20 +167,29 @@ def _parse(stream: BinaryIO, source: str, stop_before_pixels: bool, limits: Read
     if not transfer_syntax.is_transfer_syntax:
         raise DicomReadError(source, f"unknown transfer syntax {transfer_syntax!r}")
 
-    body: BinaryIO = stream
+    body = reader
     if transfer_syntax.is_deflated:
-        body = io.BytesIO(_inflate(stream.read(), source, limits.max_inflated_bytes))
+        compressed = stream.read()
+        limit = min(
+            limits.max_inflated_bytes, max(64 * MIB, limits.max_inflate_ratio * len(compressed))
+        )
+        inflated = _inflate(compressed, source, limit)
+        body = _BoundedReader(io.BytesIO(inflated), len(inflated))
 
     def at_pixel_data(tag: Any, _vr: str | None, _length: int) -> bool:
         return stop_before_pixels and int(tag) >= 0x7FE00000
 
     try:
         dataset = read_dataset(
-            body,
+            cast(BinaryIO, body),
             is_implicit_VR=transfer_syntax.is_implicit_VR,
             is_little_endian=transfer_syntax.is_little_endian,
             stop_when=at_pixel_data,
         )
+        if body.truncated_at is not None:
+            raise DicomReadError(
+                source, f"data ends inside an element (value runs past byte {body.truncated_at})"
+            )
         result = FileDataset(source, dataset, preamble=preamble, file_meta=file_meta)
         _decode_every_element(result, source)
     except (DicomReadError, ResourceLimitError):
@@ -197,16 +223,24 @@ def _inflate(compressed: bytes, source: str, limit: int) -> bytes:
 
 
 def _decode_every_element(dataset: Any, source: str) -> None:
-    """Convert every raw element (recursing into sequences) so bad values fail now."""
+    """Convert every raw element (recursing into sequences) so bad values fail now.
+
+    pydicom only warns about a DS or IS that is not a number and keeps the text;
+    geometry and rescale are computed from these, so they must be numbers here.
+    """
     for element in dataset:
+        name = f"{element.tag} {element.keyword}".strip()
         try:
             value = element.value
         except Exception as exc:
-            name = f"{element.tag} {element.keyword}".strip()
             raise DicomReadError(source, f"cannot decode {name}: {exc}") from exc
         if element.VR == "SQ":
             for item in value:
                 _decode_every_element(item, source)
+        elif element.VR in ("DS", "IS") and value not in (None, ""):
+            values = value if element.VM > 1 else [value]
+            if any(isinstance(item, str) for item in values):
+                raise DicomReadError(source, f"{name} ({element.VR}) is not a number: {value!r}")
 
 
 def require(dataset: Any, keyword: str, source: str) -> Any:
@@ -224,6 +258,8 @@ def require(dataset: Any, keyword: str, source: str) -> Any:
 def require_uid(dataset: Any, keyword: str, source: str) -> str:
     """A required UID, checked against PS3.5 9.1 so it is safe to use in a path or query."""
     value = str(require(dataset, keyword, source))
+    if dataset[keyword].VR != "UI":
+        raise DicomReadError(source, f"{keyword} is stored with VR {dataset[keyword].VR}, not UI")
     if len(value) > 64 or not _UID_PATTERN.match(value):
         raise DicomReadError(source, f"{keyword} {value[:80]!r} is not a valid UID")
     return value

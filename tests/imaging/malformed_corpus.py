@@ -1,0 +1,269 @@
+"""Build the malformed-file corpus of test_malformed_corpus.py from valid seed objects.
+
+Every case is bytes built here from a valid seed by cutting, patching or re-framing it,
+so the corpus needs no files beyond the seeds and regenerates identically each run.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import struct
+import warnings
+import zipfile
+import zlib
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+
+from imaging.synthetic.echo_cine import synthesize_a4c_cine
+from imaging.synthetic.echo_render import EchoAppearance
+from imaging.synthetic.mr_enhanced_dicom import write_enhanced_mr_series
+from imaging.synthetic.records import MRVolume, Site, SyntheticPatient, SyntheticStudy
+from imaging.synthetic.us_dicom import write_us_multiframe
+
+MIB = 1024**2
+PIXEL_DATA_TAG = struct.pack("<HH", 0x7FE0, 0x0010)
+STUDY = SyntheticStudy(
+    patient=SyntheticPatient("SYN0001", "Synthetic^Jane", date(1953, 5, 2), "F"),
+    site=Site("site-a", "Synthetic General", "SIEMENS", "Prisma", "MRC40123"),
+    study_instance_uid="1.2.826.0.1.3680043.8.498.1",
+    accession_number="ACC0001",
+    study_date=date(2024, 6, 4),
+    study_time="101500",
+    referring_physician_name="Referrer^Rita",
+    study_description="CORPUS",
+)
+
+
+def to_bytes(dataset: pydicom.Dataset) -> bytes:
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def meta_end(data: bytes) -> int:
+    """Offset of the first data set element: after (0002,0000) and the group it counts."""
+    return 144 + struct.unpack_from("<I", data, 140)[0]
+
+
+def with_transfer_syntax(data: bytes, uid: str) -> bytes:
+    """The same data set bytes under file meta that names ``uid`` (no validation)."""
+    meta = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True).file_meta
+    meta.TransferSyntaxUID = UID(uid)
+    buffer = io.BytesIO()
+    write_file_meta_info(buffer, meta, enforce_standard=True)  # type: ignore[arg-type]
+    return bytes(128) + b"DICM" + buffer.getvalue() + data[meta_end(data) :]
+
+
+def element(group: int, number: int, vr: bytes, value: bytes, length: int | None = None) -> bytes:
+    """One Explicit VR Little Endian element, with an optional lying length."""
+    size = len(value) if length is None else length
+    if vr in (b"OB", b"OW", b"SQ", b"UN", b"UT", b"UC", b"UR", b"OF", b"OD", b"OL"):
+        return struct.pack("<HH2sHI", group, number, vr, 0, size) + value
+    return struct.pack("<HH2sH", group, number, vr, size) + value
+
+
+def item_start(length: int = 0xFFFFFFFF) -> bytes:
+    return struct.pack("<HHI", 0xFFFE, 0xE000, length)
+
+
+def edited(data: bytes, **attributes: object) -> bytes:
+    dataset = pydicom.dcmread(io.BytesIO(data))
+    for keyword, value in attributes.items():
+        if value is None:
+            delattr(dataset, keyword)
+        else:
+            setattr(dataset, keyword, value)
+    return to_bytes(dataset)
+
+
+def with_element(data: bytes, group: int, number: int, vr: bytes, value: bytes) -> bytes:
+    """Replace the first short-length element (group, number) after the meta group, raw."""
+    offset = data.index(struct.pack("<HH", group, number), meta_end(data))
+    length = struct.unpack_from("<H", data, offset + 6)[0]
+    return data[:offset] + element(group, number, vr, value) + data[offset + 8 + length :]
+
+
+def deflate_bomb(header: bytes, zero_bytes: int) -> bytes:
+    """A raw deflate stream of ``header`` then ``zero_bytes`` zeros (a multiple of 1 MiB).
+
+    A compressed MiB of zeros after a full flush is independent of what precedes it, so
+    repeating it builds a gigabyte-scale stream in milliseconds (about 1000:1).
+    """
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    head = compressor.compress(header) + compressor.flush(zlib.Z_FULL_FLUSH)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    block = compressor.compress(bytes(MIB)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    final = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS).flush()
+    return head + block * (zero_bytes // MIB) + final
+
+
+def deflated_meta(seed: bytes) -> bytes:
+    """The seed's file meta group, naming the Deflated Explicit VR Little Endian syntax."""
+    framed = with_transfer_syntax(seed, DeflatedExplicitVRLittleEndian)
+    return framed[: meta_end(framed)]
+
+
+def build_seeds(folder: Path) -> dict[str, bytes]:
+    """Valid objects: pydicom's MR_small, a JPEG US cine, an Enhanced MR, a deflated MR."""
+    mr = Path(get_testdata_file("MR_small.dcm", download=False)).read_bytes()  # type: ignore[arg-type]
+    cine = synthesize_a4c_cine(
+        ejection_fraction=0.55, edv_ml=120.0, heart_rate_bpm=90.0, frame_rate_fps=30.0,
+        rows=192, columns=256, study=STUDY, rng=np.random.default_rng(0),
+        appearance=EchoAppearance(), number_of_frames=20,
+    )  # fmt: skip
+    us = write_us_multiframe(
+        cine, STUDY, path=folder / "us.dcm", encoding="jpeg_baseline", uid_seed="corpus"
+    ).read_bytes()
+    pixels = np.arange(5 * 6 * 5, dtype=np.float32).reshape(5, 6, 5)
+    volume = MRVolume(
+        pixels=pixels,
+        row_direction=np.array([1.0, 0.0, 0.0]),
+        column_direction=np.array([0.0, 1.0, 0.0]),
+        slice_origins=np.array([[0.0, 0.0, 2.0 * k] for k in range(5)]),
+        pixel_spacing=(1.0, 1.0),
+        slice_thickness=2.0,
+    )
+    enhanced = write_enhanced_mr_series(
+        volume, STUDY, out_dir=folder / "enhanced", series_number=1, uid_seed="corpus"
+    ).read_bytes()
+    deflated = pydicom.dcmread(io.BytesIO(mr))
+    deflated.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    deflated.SOPInstanceUID = deflated.file_meta.MediaStorageSOPInstanceUID = UID("1.2.3.4.99")
+    return {"mr": mr, "us": us, "enhanced": enhanced, "deflated": to_bytes(deflated)}
+
+
+def truncations(name: str, data: bytes) -> dict[str, bytes]:
+    """Cuts in the preamble, the meta group, mid-element, at and inside Pixel Data."""
+    start = meta_end(data)
+    pixel = data.rindex(PIXEL_DATA_TAG)
+    uid = data.index(struct.pack("<HH", 0x0008, 0x0018))  # SOP Instance UID
+    offsets = {
+        "preamble": 100, "prefix": 130, "meta-group-length": 138, "meta-mid": start - 9,
+        "meta-end": start, "first-element": start + 5, "uid-mid": uid + 12,
+        "body-half": (start + pixel) // 2, "pixel-tag": pixel + 2, "pixel-length": pixel + 10,
+        "pixel-start": pixel + 13, "pixel-mid": (pixel + len(data)) // 2,
+        "last-byte": len(data) - 1,
+    }  # fmt: skip
+    return {f"truncated-{name}-{where}": data[:offset] for where, offset in offsets.items()}
+
+
+def build_corpus(seeds: dict[str, bytes]) -> dict[str, bytes]:
+    mr, us, enhanced = seeds["mr"], seeds["us"], seeds["enhanced"]
+    corpus: dict[str, bytes] = {}
+    for name in ("mr", "us", "enhanced"):
+        corpus.update(truncations(name, seeds[name]))
+    corpus["truncated-deflated-stream"] = seeds["deflated"][: meta_end(seeds["deflated"]) + 60]
+
+    png = io.BytesIO()
+    Image.new("L", (8, 8)).save(png, format="PNG")
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("inner.dcm", mr)
+    rng = np.random.default_rng(7)
+    corpus |= {
+        "text": b"Patient list exported 2024-01-01\n",
+        "png": png.getvalue(),
+        "empty": b"",
+        "zero-bytes": bytes(1000),
+        "random": rng.bytes(4096),
+        "gzip-of-dicom": gzip.compress(mr),
+        "zip-of-dicom": archive.getvalue(),
+        "dicm-without-preamble": b"DICM" + mr[132:],
+        "dicm-then-garbage": bytes(128) + b"DICM" + rng.bytes(2000),
+        "dicm-then-nothing": bytes(128) + b"DICM",
+    }
+
+    start = meta_end(mr)
+    pixel = mr.rindex(PIXEL_DATA_TAG)
+    body_end_header = mr[:pixel]
+    corpus |= {
+        "wrong-vr-rows-text": with_element(mr, 0x0028, 0x0010, b"LO", b"abc "),
+        "wrong-vr-frames-text": with_element(us, 0x0028, 0x0008, b"IS", b"many"),
+        "wrong-vr-spacing-text": with_element(mr, 0x0028, 0x0030, b"DS", b"abc\\x "),
+        "wrong-vr-uid-as-us": with_element(mr, 0x0008, 0x0018, b"US", b"\x01\x00"),
+        "wrong-length-rows-3": body_end_header.replace(
+            b"\x28\x00\x10\x00US\x02\x00", b"\x28\x00\x10\x00US\x03\x00", 1
+        )
+        + mr[pixel:],
+        "wrong-length-ul-2": mr[:start]
+        + element(0x0008, 0x0000, b"UL", b"\x01\x00")
+        + mr[start:],
+        "uid-binary-garbage": with_element(mr, 0x0008, 0x0018, b"UI", b"\xff\xfe\x00\x01"),
+    }  # fmt: skip
+
+    absurd = struct.pack("<I", 0xFFFFFFF0)
+    corpus |= {
+        "absurd-length-header-ut": mr[:start] + element(0x0040, 0xA160, b"UT", b"x", 0xFFFFFFF0),
+        "absurd-length-pixel-data": mr[: pixel + 8] + absurd + mr[pixel + 12 :],
+        "absurd-length-meta-group": mr[:140] + absurd + mr[144:],
+        "undefined-length-native-pixels": mr[: pixel + 8] + b"\xff\xff\xff\xff" + mr[pixel + 12 :],
+        "absurd-length-pn-past-eof": mr[:start] + element(0x0010, 0x0010, b"PN", b"A^B", 0xFFFF),
+    }
+
+    small_header = mr[start:pixel]
+    huge_pixels = element(0x7FE0, 0x0010, b"OB", b"", 8 * MIB)
+    corpus |= {
+        "deflate-bomb-over-small-limit": deflated_meta(mr)
+        + deflate_bomb(small_header + huge_pixels, 8 * MIB),
+        "deflate-corrupt-stream": deflated_meta(mr) + rng.bytes(3000),
+        "deflate-stored-not-deflated": deflated_meta(mr) + mr[start:],
+    }
+
+    corpus |= {
+        "missing-pixel-data-mr": edited(mr, PixelData=None),
+        "missing-pixel-data-us": edited(us, PixelData=None),
+        "pixel-data-short-mr": edited(
+            mr, PixelData=pydicom.dcmread(io.BytesIO(mr)).PixelData[:100]
+        ),
+        "pixel-data-short-enhanced": edited(enhanced, PixelData=b"\x00" * 20),
+        "pixel-data-jpeg-garbage": _with_garbage_fragments(us),
+        "dims-absurd-frames": edited(us, NumberOfFrames=1_000_000),
+        "dims-absurd-size": edited(mr, Rows=65535, Columns=65535, NumberOfFrames=900),
+        "dims-zero-rows": edited(mr, Rows=0),
+        "dims-bits-12": edited(mr, BitsAllocated=12),
+        "dims-samples-4": edited(mr, SamplesPerPixel=4),
+    }
+
+    for name, uid in {
+        "mpeg2": "1.2.840.10008.1.2.4.100",
+        "mpeg4": "1.2.840.10008.1.2.4.102",
+        "hevc": "1.2.840.10008.1.2.4.107",
+        "unknown-uid": "1.2.3.4.5.6.7",
+        "not-a-uid": "JPEG please",
+    }.items():
+        corpus[f"transfer-syntax-{name}"] = with_transfer_syntax(us, uid)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns when it is given a path as a UID
+        corpus |= {
+            "uid-path-sop-instance": edited(mr, SOPInstanceUID="../../etc/passwd"),
+            "uid-path-study": edited(mr, StudyInstanceUID="/tmp/x"),
+            "uid-path-series": edited(mr, SeriesInstanceUID="1.2.3/../../4"),
+            "uid-too-long": edited(mr, SOPInstanceUID="1." + "2" * 70),
+        }
+
+    sequence = element(0x0008, 0x1140, b"SQ", b"", 0xFFFFFFFF)
+    uid_element = element(0x0008, 0x1155, b"UI", b"1.2.3\x00")
+    nested = (sequence + item_start()) * 3000
+    corpus |= {
+        "sequence-never-closed": mr[:start] + sequence + item_start() + uid_element,
+        "sequence-item-never-closed": mr[:start] + sequence + item_start() + uid_element * 50,
+        "sequence-nested-3000-deep": mr[:start] + nested,
+        "sequence-item-absurd-length": mr[:start] + sequence + item_start(0xFFFFFFF0) + uid_element,
+    }
+    return corpus
+
+
+def _with_garbage_fragments(us: bytes) -> bytes:
+    from pydicom.encaps import encapsulate
+
+    frames = int(pydicom.dcmread(io.BytesIO(us), stop_before_pixels=True).NumberOfFrames)
+    return edited(us, PixelData=encapsulate([b"\xff\xd8 not a jpeg"] * frames))
