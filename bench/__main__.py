@@ -1,8 +1,10 @@
-"""`make bench`: run every benchmark in turn."""
+"""`make bench`: run every benchmark in turn; each prints its figures and ratios."""
 
 from __future__ import annotations
 
-from bench import synth_throughput
+from bench import cine_decode, series_to_volume, synth_throughput
 
 if __name__ == "__main__":
     synth_throughput.main()
+    series_to_volume.main()
+    cine_decode.main()

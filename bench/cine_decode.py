@@ -20,24 +20,13 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-
-def _median_seconds(run: Callable[[], object], repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+from bench.timing import median_seconds
 
 
 def _pyav_decode(path: Path) -> np.ndarray:
@@ -82,23 +71,23 @@ def main(argv: list[str] | None = None) -> None:
     reference = _pyav_decode(path)
     frames = loop.number_of_frames
     agreement = np.abs(loop.frames.astype(np.int16) - reference).mean()
-    candidate = _median_seconds(lambda: load_us_cine(path), args.repeats)
+    candidate = median_seconds(lambda: load_us_cine(path), args.repeats)
     arms: list[tuple[str, float]] = [
-        ("PyAV (FFmpeg MJPEG) decode", _median_seconds(lambda: _pyav_decode(path), args.repeats))
+        ("PyAV (FFmpeg MJPEG) decode", median_seconds(lambda: _pyav_decode(path), args.repeats))
     ]
     if shutil.which("dcmdjpeg"):
         scratch = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
         with tempfile.TemporaryDirectory(dir=scratch) as folder:
             out = Path(folder, "native.dcm")
             arms.insert(
-                0, ("dcmtk dcmdjpeg", _median_seconds(lambda: _dcmdjpeg(path, out), args.repeats))
+                0, ("dcmtk dcmdjpeg", median_seconds(lambda: _dcmdjpeg(path, out), args.repeats))
             )
     else:
         print("  (dcmdjpeg not found: install dcmtk for that baseline)")
     arms.append(
         (
             "pydicom default (GDCM first)",
-            _median_seconds(lambda: _pydicom_default(path), args.repeats),
+            median_seconds(lambda: _pydicom_default(path), args.repeats),
         )
     )
 

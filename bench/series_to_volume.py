@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 
+from bench.timing import median_seconds
 from imaging.dicom.series_volume import load_mr_series, write_nifti
 from imaging.synthetic.mr_dicom import write_mr_series
 from imaging.synthetic.records import (
@@ -83,16 +81,6 @@ def _study() -> SyntheticStudy:
     )
 
 
-def _median_seconds(run: Callable[[], object], repeats: int) -> float:
-    run()  # warm-up: imports, page cache
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Print the median time of each arm and the ratios to dcm2niix."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -114,9 +102,9 @@ def main(argv: list[str] | None = None) -> None:
         def convert() -> None:
             write_nifti(load_mr_series(paths), out_dir / "ours.nii")
 
-        dcm2niix_s = _median_seconds(baseline, args.repeats)
-        load_s = _median_seconds(lambda: load_mr_series(paths), args.repeats)
-        convert_s = _median_seconds(convert, args.repeats)
+        dcm2niix_s = median_seconds(baseline, args.repeats)
+        load_s = median_seconds(lambda: load_mr_series(paths), args.repeats)
+        convert_s = median_seconds(convert, args.repeats)
     print(f"series to volume: {SLICES} slices of {MATRIX}x{MATRIX}, median of {args.repeats}")
     print(f"  baseline  dcm2niix -z n (read + write .nii): {dcm2niix_s * 1000:8.1f} ms")
     print(f"  candidate load_mr_series:                    {load_s * 1000:8.1f} ms")

@@ -47,6 +47,18 @@ class DeidentificationError(ImagingError):
     """An object cannot be de-identified safely (so it must not leave the hospital)."""
 
 
+class NiftiReadError(ImagingError):
+    """A NIfTI file or BIDS table is missing, corrupt, or not what the reader needs."""
+
+
+class EchoNetLayoutError(ImagingError):
+    """The EchoNet-Dynamic tables are missing or malformed (names the file and row)."""
+
+
+class CheckpointError(ImagingError):
+    """A weights file cannot be used: unreadable, wrong checksum, or keys/shapes that do not fit."""
+
+
 @dataclass(frozen=True)
 class FileFailure:
     """One row of a per-file error report: which file, which error, why."""

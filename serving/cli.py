@@ -10,9 +10,13 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
 app = typer.Typer(
     help="mmdx: multimodal imaging diagnostic service (MRI and echo). Not for diagnostic use.",
@@ -40,7 +44,6 @@ def synth(
 ) -> None:
     """Write a synthetic sample archive: DICOM, NIfTI, EchoNet layout, reports, manifest."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from imaging.synthetic.archive import ArchiveSpec, generate_archive
     from serving.settings import get_settings
@@ -55,14 +58,7 @@ def synth(
     )
     console = Console(stderr=True)
     started = time.perf_counter()
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=as_json,
-    ) as progress:
+    with progress_bar(console, disable=as_json) as progress:
         task = progress.add_task("synthesising studies", total=mri + echo)
         rows = generate_archive(spec, on_study_done=lambda _row: progress.advance(task))
     summary = summarise_archive(rows, out, time.perf_counter() - started)
@@ -150,7 +146,6 @@ def deid(
     import csv
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from imaging.dicom.deid import DeidOptions, deidentify_path, list_input_files
     from serving.settings import get_settings, load_deid_secret
@@ -165,14 +160,7 @@ def deid(
     secret = load_deid_secret(settings)
     total = len(list_input_files(in_path, exclude=out))
     started = time.perf_counter()
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=as_json,
-    ) as progress:
+    with progress_bar(console, disable=as_json) as progress:
         task = progress.add_task("de-identifying", total=total)
         report = deidentify_path(
             in_path,
@@ -210,6 +198,20 @@ def deid(
         console.print(f"  report: {report_path}")
     if report.failures:
         raise typer.Exit(1)
+
+
+def progress_bar(console: Console, *, disable: bool) -> Progress:
+    """The progress bar every long command shows: description, bar, done/total, ETA."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=disable,
+    )
 
 
 def summarise_archive(rows: list[dict[str, str]], out: Path, seconds: float) -> dict[str, Any]:

@@ -20,7 +20,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-REPOSITORY_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+from imaging.config_files import REPOSITORY_CONFIGS
+
 MIN_DEID_SECRET_BYTES = 16
 
 

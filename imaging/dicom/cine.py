@@ -11,11 +11,10 @@ Recommended Display Frame Rate. A timing attribute that is present but invalid i
 an error, never skipped for the next one: a broken clock must not look like a good one.
 
 The sector mask marks the 2D tissue regions of the Sequence of Ultrasound Regions
-(PS3.3 C.8.5.5). Without any region the mask is everything below a header band of
-:data:`HEADER_BAND_FRACTION` of the rows, where scanners burn in patient and
-machine text (both real loops shipped with pydicom-data and deid-data start their
-image area 5-7 % down the screen). With regions but none of them 2D tissue (M-mode,
-spectral Doppler) the mask is empty: the loop holds no 2D image.
+(PS3.3 C.8.5.5). Without any region the mask is everything below the band of
+burned-in patient and machine text, found from the frames
+(:func:`imaging.dicom.us_regions.below_header_band`). With regions but none of them
+2D tissue (M-mode, spectral Doppler) the mask is empty: the loop holds no 2D image.
 """
 
 from __future__ import annotations
@@ -29,6 +28,13 @@ import numpy as np
 
 from imaging.dicom.pixels import decode_pixel_array
 from imaging.dicom.reading import DEFAULT_READ_LIMITS, ReadLimits, read_dicom, require_uid
+from imaging.dicom.us_regions import (
+    UltrasoundRegion,
+    below_header_band,
+    is_ultrasound,
+    parse_ultrasound_regions,
+    region_mask,
+)
 from imaging.errors import CineLoopError
 
 TimingSource = Literal[
@@ -36,21 +42,6 @@ TimingSource = Literal[
 ]
 MaskSource = Literal["regions", "header_band", "whole_frame"]
 
-HEADER_BAND_FRACTION = 0.1
-# Region Spatial Format 1 is "2D (tissue or flow)"; Region Data Type 1 is "tissue".
-REGION_SPATIAL_FORMAT_2D = 1
-REGION_DATA_TYPE_TISSUE = 1
-PHYSICAL_UNITS = {
-    0: "none", 1: "percent", 2: "dB", 3: "cm", 4: "seconds", 5: "hertz", 6: "dB/seconds",
-    7: "cm/sec", 8: "cm2", 9: "cm2/sec", 10: "cm3", 11: "cm3/sec", 12: "degrees",
-}  # fmt: skip
-
-ULTRASOUND_IMAGE_SOP_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.3.1": "Ultrasound Multi-frame Image Storage",
-    "1.2.840.10008.5.1.4.1.1.6.1": "Ultrasound Image Storage",
-    "1.2.840.10008.5.1.4.1.1.3": "Ultrasound Multi-frame Image Storage (Retired)",
-    "1.2.840.10008.5.1.4.1.1.6": "Ultrasound Image Storage (Retired)",
-}
 _TIMING_ORDER: tuple[TimingSource, ...] = (
     "FrameTime",
     "FrameTimeVector",
@@ -61,54 +52,6 @@ _TIMING_TAGS: dict[int, TimingSource] = {0x00181063: "FrameTime", 0x00181065: "F
 # Photometric interpretations that pydicom hands back as RGB (YBR_FULL* converted by
 # pydicom, YBR_ICT/YBR_RCT undone by the JPEG 2000 decoder).
 _RGB_PHOTOMETRICS = {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT"}
-
-
-@dataclass(frozen=True)
-class UltrasoundRegion:
-    """One item of the Sequence of Ultrasound Regions; pixel bounds are inclusive.
-
-    Attributes:
-        min_x0, min_y0, max_x1, max_y1: The region's box in pixels (column, row).
-        spatial_format: Region Spatial Format (1 = 2D, 2 = M-mode, 3 = spectral...).
-        data_type: Region Data Type (1 = tissue, 2 = colour flow, 3 = PW Doppler...).
-        flags: Region Flags bit map (0 when absent).
-        physical_units_x, physical_units_y: Physical Units code (3 = cm, 4 = seconds...).
-        physical_delta_x, physical_delta_y: Physical size of one pixel step, in those units.
-        reference_pixel_x0, reference_pixel_y0: The reference pixel relative to the box
-            corner (the sector apex on most scanners), or None.
-    """
-
-    min_x0: int
-    min_y0: int
-    max_x1: int
-    max_y1: int
-    spatial_format: int
-    data_type: int
-    flags: int
-    physical_units_x: int | None
-    physical_units_y: int | None
-    physical_delta_x: float | None
-    physical_delta_y: float | None
-    reference_pixel_x0: int | None
-    reference_pixel_y0: int | None
-
-    @property
-    def is_2d_tissue(self) -> bool:
-        """Whether this region is a 2D tissue image (the B-mode sector)."""
-        return (
-            self.spatial_format == REGION_SPATIAL_FORMAT_2D
-            and self.data_type == REGION_DATA_TYPE_TISSUE
-        )
-
-    @property
-    def physical_units_x_name(self) -> str | None:
-        """The X unit as a word (``"cm"``), or None when not declared."""
-        return None if self.physical_units_x is None else PHYSICAL_UNITS.get(self.physical_units_x)
-
-    @property
-    def physical_units_y_name(self) -> str | None:
-        """The Y unit as a word (``"cm"``), or None when not declared."""
-        return None if self.physical_units_y is None else PHYSICAL_UNITS.get(self.physical_units_y)
 
 
 @dataclass(frozen=True, eq=False)
@@ -187,10 +130,10 @@ def load_us_cine(
     height, width = frames.shape[1:3]
     mask_source: MaskSource
     if regions:
-        mask = region_mask([r for r in regions if r.is_2d_tissue], height, width)
+        mask = region_mask(regions, height, width, tissue_only=True)
         mask_source = "regions"
     else:
-        mask = header_band_mask(height, width)
+        mask = below_header_band(frames, bits_stored=8)  # frames are uint8 by now
         mask_source = "header_band"
     for array in (frames, times, mask):
         array.flags.writeable = False
@@ -236,73 +179,14 @@ def frame_timing(
     )
 
 
-def parse_ultrasound_regions(dataset: Any, source: str) -> tuple[UltrasoundRegion, ...]:
-    """The Sequence of Ultrasound Regions as records (empty when absent).
-
-    Raises:
-        CineLoopError: An item lacks its box, spatial format or data type, or its box is
-            inverted (min above max).
-    """
-    regions = []
-    for index, item in enumerate(dataset.get("SequenceOfUltrasoundRegions") or []):
-        where = f"ultrasound region {index + 1}"
-        values: dict[str, int] = {}
-        for keyword in (
-            "RegionLocationMinX0", "RegionLocationMinY0", "RegionLocationMaxX1",
-            "RegionLocationMaxY1", "RegionSpatialFormat", "RegionDataType",
-        ):  # fmt: skip
-            value = item.get(keyword)
-            if not isinstance(value, int):
-                raise CineLoopError(source, f"{where} has no valid {keyword} ({value!r})")
-            values[keyword] = value
-        region = UltrasoundRegion(
-            min_x0=values["RegionLocationMinX0"],
-            min_y0=values["RegionLocationMinY0"],
-            max_x1=values["RegionLocationMaxX1"],
-            max_y1=values["RegionLocationMaxY1"],
-            spatial_format=values["RegionSpatialFormat"],
-            data_type=values["RegionDataType"],
-            flags=int(item.get("RegionFlags") or 0),
-            physical_units_x=_optional_int(item.get("PhysicalUnitsXDirection")),
-            physical_units_y=_optional_int(item.get("PhysicalUnitsYDirection")),
-            physical_delta_x=_optional_float(item.get("PhysicalDeltaX")),
-            physical_delta_y=_optional_float(item.get("PhysicalDeltaY")),
-            reference_pixel_x0=_optional_int(item.get("ReferencePixelX0")),
-            reference_pixel_y0=_optional_int(item.get("ReferencePixelY0")),
-        )
-        if region.min_x0 > region.max_x1 or region.min_y0 > region.max_y1:
-            raise CineLoopError(
-                source,
-                f"{where} box ({region.min_x0},{region.min_y0})-({region.max_x1},"
-                f"{region.max_y1}) has its minimum past its maximum",
-            )
-        regions.append(region)
-    return tuple(regions)
-
-
-def region_mask(regions: list[UltrasoundRegion], height: int, width: int) -> np.ndarray:
-    """``(height, width)`` bool: True inside any of ``regions`` (boxes clipped to the image)."""
-    mask = np.zeros((height, width), dtype=bool)
-    for region in regions:
-        mask[region.min_y0 : region.max_y1 + 1, region.min_x0 : region.max_x1 + 1] = True
-    return mask
-
-
-def header_band_mask(height: int, width: int) -> np.ndarray:
-    """``(height, width)`` bool: True below the top :data:`HEADER_BAND_FRACTION` of rows."""
-    mask = np.zeros((height, width), dtype=bool)
-    mask[math.ceil(height * HEADER_BAND_FRACTION) :] = True
-    return mask
-
-
 def _check_ultrasound(dataset: Any, source: str) -> None:
     modality = dataset.get("Modality")
     if modality != "US":
         raise CineLoopError(source, f"Modality is {modality!r}, not 'US'")
-    sop_class = str(dataset.get("SOPClassUID") or "")
-    if sop_class not in ULTRASOUND_IMAGE_SOP_CLASSES:
+    if not is_ultrasound(dataset):
+        sop_class = dataset.get("SOPClassUID") or "missing"
         raise CineLoopError(
-            source, f"SOP Class {sop_class or 'missing'} is not an ultrasound (multi-frame) image"
+            source, f"SOP Class {sop_class} is not an ultrasound (multi-frame) image"
         )
 
 
@@ -402,11 +286,3 @@ def _as_list(value: Any) -> list[Any]:
     if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
         return [value]
     return list(value)
-
-
-def _optional_int(value: Any) -> int | None:
-    return None if value is None or value == "" else int(value)
-
-
-def _optional_float(value: Any) -> float | None:
-    return None if value is None or value == "" else float(value)

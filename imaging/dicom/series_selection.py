@@ -11,11 +11,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from imaging.config_files import REPOSITORY_CONFIGS, load_yaml_model
 from imaging.dicom.study_index import SeriesRecord, StudyRecord
 
-DEFAULT_RULES_PATH = Path(__file__).resolve().parents[2] / "configs" / "series_selection.yaml"
+DEFAULT_RULES_PATH = REPOSITORY_CONFIGS / "series_selection.yaml"
 _log = logging.getLogger(__name__)
 
 
@@ -96,18 +97,11 @@ def load_selection_rules(path: Path | None = None) -> SelectionRules:
         FileNotFoundError: ``path`` does not exist.
         ValueError: The YAML is not valid rules; the message names the file and field.
     """
-    import yaml
-
-    path = DEFAULT_RULES_PATH if path is None else Path(path)
-    with path.open() as handle:
-        try:
-            data = yaml.safe_load(handle)
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML: {exc}") from exc
-    try:
-        return SelectionRules.model_validate(data)
-    except ValidationError as exc:
-        raise ValueError(f"{path}: invalid series selection rules: {exc}") from exc
+    return load_yaml_model(
+        DEFAULT_RULES_PATH if path is None else Path(path),
+        SelectionRules,
+        what="series selection rules",
+    )
 
 
 def judge_series(series: SeriesRecord, rule: SeriesRule) -> tuple[str, ...]:

@@ -21,17 +21,13 @@ import numpy as np
 
 from imaging.dicom.cine import UltrasoundCine
 from imaging.dicom.reading import DEFAULT_READ_LIMITS, ReadLimits
-from imaging.errors import CineLoopError, ImagingError, ResourceLimitError
+from imaging.errors import CineLoopError, EchoNetLayoutError, ResourceLimitError
 
 FILE_LIST_COLUMNS = (
     "FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split",
 )  # fmt: skip
 VOLUME_TRACING_COLUMNS = ("FileName", "X1", "Y1", "X2", "Y2", "Frame")
 SPLITS = ("TRAIN", "VAL", "TEST")
-
-
-class EchoNetLayoutError(ImagingError):
-    """The EchoNet-Dynamic tables are missing or malformed (names the file and row)."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from imaging.errors import ImagingError
+from imaging.errors import NiftiReadError
 
 if TYPE_CHECKING:
     from monai.data import MetaTensor
@@ -27,10 +27,6 @@ LABEL_COLUMNS = ("diagnosis", "label", "group", "dx")
 _T1W_NAME = re.compile(
     r"^(sub-[A-Za-z0-9]+)(?:_(ses-[A-Za-z0-9]+))?(?:_[a-z]+-[A-Za-z0-9]+)*_T1w\.nii(?:\.gz)?$"
 )
-
-
-class NiftiReadError(ImagingError):
-    """A NIfTI file or BIDS table is missing, corrupt, or not what the reader needs."""
 
 
 @dataclass(frozen=True)

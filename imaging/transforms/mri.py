@@ -25,12 +25,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from imaging.config_files import REPOSITORY_CONFIGS, load_yaml_model
 
 if TYPE_CHECKING:
     from monai.transforms import Compose
 
-DEFAULT_PREPROCESSING_PATH = Path(__file__).resolve().parents[2] / "configs" / "preprocessing.yaml"
+DEFAULT_PREPROCESSING_PATH = REPOSITORY_CONFIGS / "preprocessing.yaml"
 
 
 class MRIIntensity(BaseModel):
@@ -99,17 +101,8 @@ def load_mri_preset_config(path: Path | None = None) -> MRIPresetConfig:
         FileNotFoundError: ``path`` does not exist.
         ValueError: The section is missing or invalid; the message names the file and field.
     """
-    import yaml
-
     path = DEFAULT_PREPROCESSING_PATH if path is None else Path(path)
-    with path.open() as handle:
-        data = yaml.safe_load(handle) or {}
-    if not isinstance(data, dict) or "mri" not in data:
-        raise ValueError(f"{path}: no 'mri' section")
-    try:
-        return MRIPresetConfig.model_validate(data["mri"])
-    except ValidationError as exc:
-        raise ValueError(f"{path}: invalid 'mri' preset: {exc}") from exc
+    return load_yaml_model(path, MRIPresetConfig, what="MRI preset", section="mri")
 
 
 def create_mri_preset(

@@ -12,7 +12,6 @@ import struct
 import warnings
 import zipfile
 import zlib
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -22,24 +21,13 @@ from pydicom.data import get_testdata_file
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from imaging.synthetic.echo_cine import synthesize_a4c_cine
-from imaging.synthetic.echo_render import EchoAppearance
 from imaging.synthetic.mr_enhanced_dicom import write_enhanced_mr_series
-from imaging.synthetic.records import MRVolume, Site, SyntheticPatient, SyntheticStudy
 from imaging.synthetic.us_dicom import write_us_multiframe
+from tests.synthetic_cases import make_cine, make_mr_volume, make_study
 
 MIB = 1024**2
 PIXEL_DATA_TAG = struct.pack("<HH", 0x7FE0, 0x0010)
-STUDY = SyntheticStudy(
-    patient=SyntheticPatient("SYN0001", "Synthetic^Jane", date(1953, 5, 2), "F"),
-    site=Site("site-a", "Synthetic General", "SIEMENS", "Prisma", "MRC40123"),
-    study_instance_uid="1.2.826.0.1.3680043.8.498.1",
-    accession_number="ACC0001",
-    study_date=date(2024, 6, 4),
-    study_time="101500",
-    referring_physician_name="Referrer^Rita",
-    study_description="CORPUS",
-)
+STUDY = make_study(study_description="CORPUS")
 
 
 def to_bytes(dataset: pydicom.Dataset) -> bytes:
@@ -114,23 +102,12 @@ def deflated_meta(seed: bytes) -> bytes:
 def build_seeds(folder: Path) -> dict[str, bytes]:
     """Valid objects: pydicom's MR_small, a JPEG US cine, an Enhanced MR, a deflated MR."""
     mr = Path(get_testdata_file("MR_small.dcm", download=False)).read_bytes()  # type: ignore[arg-type]
-    cine = synthesize_a4c_cine(
-        ejection_fraction=0.55, edv_ml=120.0, heart_rate_bpm=90.0, frame_rate_fps=30.0,
-        rows=192, columns=256, study=STUDY, rng=np.random.default_rng(0),
-        appearance=EchoAppearance(), number_of_frames=20,
-    )  # fmt: skip
+    cine = make_cine(STUDY, number_of_frames=20, rows=192, columns=256)
     us = write_us_multiframe(
         cine, STUDY, path=folder / "us.dcm", encoding="jpeg_baseline", uid_seed="corpus"
     ).read_bytes()
     pixels = np.arange(5 * 6 * 5, dtype=np.float32).reshape(5, 6, 5)
-    volume = MRVolume(
-        pixels=pixels,
-        row_direction=np.array([1.0, 0.0, 0.0]),
-        column_direction=np.array([0.0, 1.0, 0.0]),
-        slice_origins=np.array([[0.0, 0.0, 2.0 * k] for k in range(5)]),
-        pixel_spacing=(1.0, 1.0),
-        slice_thickness=2.0,
-    )
+    volume = make_mr_volume(pixels, slice_spacing=2.0)
     enhanced = write_enhanced_mr_series(
         volume, STUDY, out_dir=folder / "enhanced", series_number=1, uid_seed="corpus"
     ).read_bytes()

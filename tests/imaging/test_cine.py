@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import math
 import shutil
 import subprocess
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +15,12 @@ from pydicom.pixels import convert_color_space
 from pydicom.tag import Tag
 from pydicom.uid import UID, JPEG2000Lossless, JPEGLSLossless, RLELossless
 
-from imaging.dicom.cine import HEADER_BAND_FRACTION, load_us_cine
+from imaging.dicom.cine import load_us_cine
 from imaging.errors import CineLoopError, DicomReadError
-from imaging.synthetic.echo_cine import CineLoop, EchoAppearance, synthesize_a4c_cine
-from imaging.synthetic.records import Site, SyntheticPatient, SyntheticStudy
+from imaging.synthetic.echo_cine import CineLoop
+from imaging.synthetic.records import SyntheticStudy
 from imaging.synthetic.us_dicom import write_us_multiframe
+from tests.synthetic_cases import make_cine, make_echo_study
 
 SITE_PACKAGES = Path(pydicom.__file__).parent.parent
 PYDICOM_DATA_ECHO = SITE_PACKAGES / "data_store" / "data" / "color3d_jpeg_baseline.dcm"
@@ -31,42 +30,12 @@ FRAMES, ROWS, COLUMNS = 8, 128, 160
 
 @pytest.fixture(scope="module")
 def study() -> SyntheticStudy:
-    site = Site(
-        site_id="site-a",
-        institution_name="St Elsewhere",
-        manufacturer="Acme Ultrasound",
-        manufacturer_model_name="S7",
-        station_name="ECHO01",
-    )
-    patient = SyntheticPatient(
-        patient_id="P42", patient_name="Doe^Jane", birth_date=date(1960, 1, 1), sex="F"
-    )
-    return SyntheticStudy(
-        patient=patient,
-        site=site,
-        study_instance_uid="2.25.1234567890",
-        accession_number="A1",
-        study_date=date(2024, 3, 5),
-        study_time="142233",
-        referring_physician_name="Marlowe^Iris",
-        study_description="Echocardiogram TTE",
-    )
+    return make_echo_study()
 
 
 @pytest.fixture(scope="module")
 def cine(study: SyntheticStudy) -> CineLoop:
-    return synthesize_a4c_cine(
-        ejection_fraction=0.55,
-        edv_ml=120.0,
-        heart_rate_bpm=90.0,
-        frame_rate_fps=30.0,
-        rows=ROWS,
-        columns=COLUMNS,
-        study=study,
-        rng=np.random.default_rng(0),
-        appearance=EchoAppearance(),
-        number_of_frames=FRAMES,
-    )
+    return make_cine(study, number_of_frames=FRAMES, rows=ROWS, columns=COLUMNS)
 
 
 @pytest.fixture(scope="module")
@@ -258,14 +227,19 @@ def test_palette_colour_is_applied(cine: CineLoop, written: dict[str, Path]) -> 
     assert np.array_equal(loop.frames[..., 2], grey // 4)
 
 
-def test_no_regions_masks_the_header_band(written: dict[str, Path]) -> None:
+def test_no_regions_masks_the_header_band(cine: CineLoop, written: dict[str, Path]) -> None:
     dataset = native(written)
     del dataset.SequenceOfUltrasoundRegions
 
     loop = load_us_cine(dataset)
 
-    band = math.ceil(ROWS * HEADER_BAND_FRACTION)
+    band = int(np.argmax(loop.sector_mask.any(axis=1)))
     assert loop.regions == () and loop.mask_source == "header_band"
+    # The text ends above row 28 and the fan starts on row 37; the band stops two rows
+    # above the fan (the detector's dilation), so it covers the text and keeps the fan.
+    assert max(box.box[3] for box in cine.text_boxes) == 27
+    assert cine.sector_bounding_box[1] == 37
+    assert band == 35
     assert not loop.sector_mask[:band].any() and loop.sector_mask[band:].all()
 
 

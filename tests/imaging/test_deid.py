@@ -20,15 +20,21 @@ from imaging.dicom.deid import (
     deidentify_path,
     profile_attribute,
 )
-from imaging.dicom.deid.clean_pixels import region_keep_mask
 from imaging.dicom.reading import read_dicom
+from imaging.dicom.us_regions import parse_ultrasound_regions, region_mask
 from imaging.errors import DeidentificationError
 from imaging.synthetic.echo_cine import CineLoop
 from imaging.synthetic.mr_dicom import write_mr_series
-from imaging.synthetic.records import MRVolume, Site, SyntheticPatient, SyntheticStudy
+from imaging.synthetic.records import SyntheticStudy
 from imaging.synthetic.us_dicom import write_us_multiframe
 from tests.dicom_validation import dciodvfy_errors
-from tests.imaging.test_synthetic_echo import make_cine
+from tests.synthetic_cases import (
+    AGNES,
+    make_cine,
+    make_echo_study,
+    make_mr_volume,
+    make_patient,
+)
 
 SECRET = b"test-secret-0123456789"
 SITE_PACKAGES = Path(pydicom.__file__).resolve().parent.parent
@@ -72,22 +78,10 @@ def real_loops() -> dict[str, tuple[Any, DeidentifiedDataset]]:
     return loops
 
 
-def make_study(patient: SyntheticPatient, uid: str, when: date) -> SyntheticStudy:
-    site = Site("site-a", "Saint Elsewhere Hospital", "Acme", "Sonora 7", "ECHO01")
-    return SyntheticStudy(
-        patient=patient,
-        site=site,
-        study_instance_uid=uid,
-        accession_number=f"A{uid[-6:]}",
-        study_date=when,
-        study_time="142233",
-        referring_physician_name="Marlowe^Iris^^Dr",
-        study_description="Echocardiogram TTE",
-    )
-
-
-AGNES = SyntheticPatient("MMDX000042", "Abernathy^Agnes", date(1959, 4, 2), "F")
-BORIS = SyntheticPatient("MMDX000077", "Bagshaw^Boris", date(1948, 11, 9), "M")
+ECHO_STUDY = make_echo_study(patient=AGNES, study_instance_uid="2.25.1001")
+BORIS = make_patient(
+    patient_id="MMDX000077", patient_name="Bagshaw^Boris", birth_date=date(1948, 11, 9), sex="M"
+)
 
 
 def test_profile_table_holds_the_basic_profile() -> None:
@@ -152,8 +146,9 @@ def test_real_loop_pixels_outside_the_regions_are_blank(
     original, result = real_loops[name]
     before = original.pixel_array
     after = result.dataset.pixel_array
-    keep = region_keep_mask(original, int(original.Rows), int(original.Columns))
-    assert keep is not None and result.pixel_cleaning == "ultrasound regions"
+    regions = parse_ultrasound_regions(original, name)
+    keep = region_mask(regions, int(original.Rows), int(original.Columns), tissue_only=False)
+    assert keep.any() and result.pixel_cleaning == "ultrasound regions"
     frames = int(original.get("NumberOfFrames") or 1)
     before = before.reshape(frames, *keep.shape, -1)
     after = after.reshape(frames, *keep.shape, -1)
@@ -186,7 +181,7 @@ def test_real_loop_output_adds_no_dciodvfy_error(
 
 @pytest.fixture(scope="module")
 def echo_cine() -> CineLoop:
-    return make_cine(make_study(AGNES, "2.25.1001", date(2024, 3, 5)), number_of_frames=6)
+    return make_cine(ECHO_STUDY, number_of_frames=6)
 
 
 def write_echo(cine: CineLoop, study: SyntheticStudy, path: Path) -> Path:
@@ -194,8 +189,7 @@ def write_echo(cine: CineLoop, study: SyntheticStudy, path: Path) -> Path:
 
 
 def test_synthetic_echo_header_text_is_blanked(echo_cine: CineLoop, tmp_path: Path) -> None:
-    study = make_study(AGNES, "2.25.1001", date(2024, 3, 5))
-    path = write_echo(echo_cine, study, tmp_path / "echo.dcm")
+    path = write_echo(echo_cine, ECHO_STUDY, tmp_path / "echo.dcm")
     result = deidentify_dataset(read_dicom(path), secret=SECRET)
     frames = result.dataset.pixel_array
     assert echo_cine.text_boxes
@@ -213,8 +207,7 @@ def test_synthetic_echo_header_text_is_blanked(echo_cine: CineLoop, tmp_path: Pa
 def test_header_band_is_blanked_where_no_region_is_declared(
     echo_cine: CineLoop, tmp_path: Path
 ) -> None:
-    study = make_study(AGNES, "2.25.1001", date(2024, 3, 5))
-    dataset = read_dicom(write_echo(echo_cine, study, tmp_path / "echo.dcm"))
+    dataset = read_dicom(write_echo(echo_cine, ECHO_STUDY, tmp_path / "echo.dcm"))
     del dataset.SequenceOfUltrasoundRegions
     result = deidentify_dataset(dataset, secret=SECRET)
     frames = result.dataset.pixel_array
@@ -225,11 +218,17 @@ def test_header_band_is_blanked_where_no_region_is_declared(
     assert not frames[:, :band].any()
 
 
+def test_malformed_region_sequence_is_refused(echo_cine: CineLoop, tmp_path: Path) -> None:
+    dataset = read_dicom(write_echo(echo_cine, ECHO_STUDY, tmp_path / "echo.dcm"))
+    del dataset.SequenceOfUltrasoundRegions[0].RegionLocationMaxY1
+    with pytest.raises(DeidentificationError, match="no valid RegionLocationMaxY1"):
+        deidentify_dataset(dataset, secret=SECRET)
+
+
 def test_burned_in_annotation_that_cannot_be_cleaned_is_refused(
     echo_cine: CineLoop, tmp_path: Path
 ) -> None:
-    study = make_study(AGNES, "2.25.1001", date(2024, 3, 5))
-    dataset = read_dicom(write_echo(echo_cine, study, tmp_path / "echo.dcm"))
+    dataset = read_dicom(write_echo(echo_cine, ECHO_STUDY, tmp_path / "echo.dcm"))
     with pytest.raises(DeidentificationError, match="Clean Pixel Data is off"):
         deidentify_dataset(dataset, secret=SECRET, options=DeidOptions(clean_pixel_data=False))
     dataset.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture
@@ -237,27 +236,22 @@ def test_burned_in_annotation_that_cannot_be_cleaned_is_refused(
         deidentify_dataset(dataset, secret=SECRET)
 
 
-def make_volume() -> MRVolume:
-    rng = np.random.default_rng(3)
-    return MRVolume(
-        pixels=rng.uniform(0, 1000, (3, 8, 10)).astype(np.float32),
-        row_direction=np.array([1.0, 0.0, 0.0]),
-        column_direction=np.array([0.0, 1.0, 0.0]),
-        slice_origins=np.array([[0.0, 0.0, float(k)] for k in range(3)]),
-        pixel_spacing=(1.0, 1.0),
-        slice_thickness=1.0,
-    )
-
-
 @pytest.fixture(scope="module")
 def mr_studies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Any]]:
     """Two studies of Agnes (two series each) and one of Boris, read back."""
     root = tmp_path_factory.mktemp("mr")
-    volume = make_volume()
+    pixels = np.random.default_rng(3).uniform(0, 1000, (3, 8, 10))
+    volume = make_mr_volume(pixels)
     studies = {
-        "agnes_2023": make_study(AGNES, "2.25.2001", date(2023, 1, 10)),
-        "agnes_2024": make_study(AGNES, "2.25.2002", date(2024, 1, 12)),
-        "boris_2024": make_study(BORIS, "2.25.2003", date(2024, 2, 1)),
+        "agnes_2023": make_echo_study(
+            patient=AGNES, study_instance_uid="2.25.2001", study_date=date(2023, 1, 10)
+        ),
+        "agnes_2024": make_echo_study(
+            patient=AGNES, study_instance_uid="2.25.2002", study_date=date(2024, 1, 12)
+        ),
+        "boris_2024": make_echo_study(
+            patient=BORIS, study_instance_uid="2.25.2003", study_date=date(2024, 2, 1)
+        ),
     }
     read = {}
     for name, study in studies.items():

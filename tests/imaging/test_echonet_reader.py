@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -11,58 +10,22 @@ import pytest
 from PIL import Image
 
 from imaging.dicom.reading import ReadLimits
-from imaging.errors import CineLoopError, ResourceLimitError
+from imaging.errors import CineLoopError, EchoNetLayoutError, ResourceLimitError
 from imaging.readers import echonet as reader
-from imaging.readers.echonet import (
-    EchoNetLayoutError,
-    list_echonet_studies,
-    load_echonet_video,
-)
+from imaging.readers.echonet import list_echonet_studies, load_echonet_video
 from imaging.synthetic import echonet as writer
-from imaging.synthetic.echo_cine import CineLoop, EchoAppearance, synthesize_a4c_cine
-from imaging.synthetic.records import Site, SyntheticPatient, SyntheticStudy
+from imaging.synthetic.echo_cine import CineLoop
+from tests.synthetic_cases import make_cine
 
 FRAMES = 24
 
 
-def make_cine(seed: int, ejection_fraction: float) -> CineLoop:
-    site = Site(
-        site_id="site-a",
-        institution_name="St Elsewhere",
-        manufacturer="Acme",
-        manufacturer_model_name="S7",
-        station_name="ECHO01",
-    )
-    patient = SyntheticPatient(
-        patient_id="P42", patient_name="Doe^Jane", birth_date=date(1960, 1, 1), sex="F"
-    )
-    study = SyntheticStudy(
-        patient=patient,
-        site=site,
-        study_instance_uid="2.25.99",
-        accession_number="A1",
-        study_date=date(2024, 3, 5),
-        study_time="142233",
-        referring_physician_name="Marlowe^Iris",
-        study_description="Echocardiogram TTE",
-    )
-    return synthesize_a4c_cine(
-        ejection_fraction=ejection_fraction,
-        edv_ml=120.0,
-        heart_rate_bpm=90.0,
-        frame_rate_fps=30.0,
-        rows=128,
-        columns=160,
-        study=study,
-        rng=np.random.default_rng(seed),
-        appearance=EchoAppearance(),
-        number_of_frames=FRAMES,
-    )
-
-
 @pytest.fixture(scope="module")
 def cines() -> list[CineLoop]:
-    return [make_cine(seed, ef) for seed, ef in ((0, 0.6), (1, 0.35), (2, 0.5))]
+    return [
+        make_cine(seed=seed, ejection_fraction=ef, number_of_frames=FRAMES, rows=128, columns=160)
+        for seed, ef in ((0, 0.6), (1, 0.35), (2, 0.5))
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from imaging.errors import ResourceLimitError
-from imaging.readers.nifti import NiftiReadError, load_nifti_volume, read_bids_t1w
+from imaging.errors import NiftiReadError, ResourceLimitError
+from imaging.readers.nifti import load_nifti_volume, read_bids_t1w
 from imaging.synthetic.archive import ArchiveSpec, generate_archive
 
 AFFINE = np.array(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -18,32 +17,23 @@ from imaging.dicom.series_volume import load_mr_series, mr_series_to_volume, wri
 from imaging.errors import DicomReadError, ResourceLimitError, SeriesAssemblyError
 from imaging.synthetic.mr_dicom import FileOrder, write_mr_series
 from imaging.synthetic.mr_enhanced_dicom import write_enhanced_mr_series
-from imaging.synthetic.records import (
-    MRVolume,
-    Site,
-    SyntheticPatient,
-    SyntheticStudy,
-    deterministic_uid,
+from imaging.synthetic.records import MRVolume, SyntheticStudy, deterministic_uid
+from tests.synthetic_cases import (
+    AXIS_ALIGNED_PLANES,
+    Plane,
+    make_mr_volume,
+    make_study,
+    oblique_plane,
+    rotation_matrix,
 )
 
 SHAPE = (8, 10, 12)  # slices, rows, columns
 PIXEL_SPACING = (1.2, 1.0)  # between rows, between columns
 SLICE_SPACING = 1.5
 FIRST_ORIGIN = np.array([-12.3, 20.7, -30.1])
-
-
-def _rotation(axis: tuple[float, float, float], degrees: float) -> np.ndarray:
-    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    angle = np.radians(degrees)
-    return np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
-
-
-_TILT = _rotation((0.0, 0.0, 1.0), 15.0) @ _rotation((1.0, 0.0, 0.0), 12.0)
-ORIENTATIONS: dict[str, tuple[np.ndarray, np.ndarray]] = {
-    "axial": (np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])),
-    "sagittal": (np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, -1.0])),
-    "coronal": (np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, -1.0])),
-    "double_oblique": (_TILT @ np.array([1.0, 0.0, 0.0]), _TILT @ np.array([0.0, 1.0, 0.0])),
+ORIENTATIONS: dict[str, Plane] = {
+    **AXIS_ALIGNED_PLANES,
+    "double_oblique": oblique_plane(15.0, 12.0),
 }
 
 
@@ -52,17 +42,14 @@ def make_volume(orientation: str) -> MRVolume:
 
     The writers store it with slope 2**-5 (peak 821.75), which keeps every value exact.
     """
-    row_direction, column_direction = ORIENTATIONS[orientation]
     k, i, j = np.meshgrid(*(np.arange(size) for size in SHAPE), indexing="ij")
     pixels = 100.0 * k + 10.0 * i + j + 0.25 * (k % 2) + 0.5
-    normal = np.cross(row_direction, column_direction)
-    origins = FIRST_ORIGIN + np.outer(np.arange(SHAPE[0]), normal * SLICE_SPACING)
-    return MRVolume(
-        pixels=pixels.astype(np.float32),
-        row_direction=row_direction,
-        column_direction=column_direction,
-        slice_origins=origins,
+    return make_mr_volume(
+        pixels,
+        plane=ORIENTATIONS[orientation],
+        first_origin=FIRST_ORIGIN,
         pixel_spacing=PIXEL_SPACING,
+        slice_spacing=SLICE_SPACING,
         slice_thickness=1.0,  # deliberately not the spacing: spacing comes from positions
     )
 
@@ -74,16 +61,7 @@ def expected_array(volume: MRVolume) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def study() -> SyntheticStudy:
-    return SyntheticStudy(
-        patient=SyntheticPatient("SYN0042", "Synthetic^Ada", date(1950, 1, 2), "F"),
-        site=Site("site-a", "Synthetic General", "SIEMENS", "Prisma", "MRC40123"),
-        study_instance_uid=deterministic_uid("series-volume-study"),
-        accession_number="ACC0042",
-        study_date=date(2024, 6, 4),
-        study_time="101500",
-        referring_physician_name="Referrer^Rita",
-        study_description="MRI BRAIN",
-    )
+    return make_study()
 
 
 def write_series(
@@ -259,7 +237,7 @@ def _stretch(datasets: list[Any]) -> list[Any]:
 
 
 def _rotate_one(datasets: list[Any]) -> list[Any]:
-    rotation = _rotation((0.0, 0.0, 1.0), 3.0)
+    rotation = rotation_matrix((0.0, 0.0, 1.0), 3.0)
     row, column = ORIENTATIONS["axial"]
     datasets[3].ImageOrientationPatient = [
         f"{value:.8f}" for value in np.concatenate([rotation @ row, rotation @ column])

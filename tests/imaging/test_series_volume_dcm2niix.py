@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +25,15 @@ from imaging.dicom.series_volume import load_mr_series
 from imaging.synthetic.archive import ArchiveSpec, generate_archive
 from imaging.synthetic.mr_dicom import FileOrder, write_mr_series
 from imaging.synthetic.mr_enhanced_dicom import write_enhanced_mr_series
-from imaging.synthetic.records import (
-    MRVolume,
-    Site,
-    SyntheticPatient,
-    SyntheticStudy,
-    deterministic_uid,
-)
+from imaging.synthetic.records import MRVolume, SyntheticStudy
 from serving.cli import app
+from tests.synthetic_cases import (
+    AXIS_ALIGNED_PLANES,
+    Plane,
+    make_mr_volume,
+    make_study,
+    oblique_plane,
+)
 
 pytestmark = pytest.mark.skipif(
     shutil.which("dcm2niix") is None, reason="dcm2niix is not on PATH (Debian package dcm2niix)"
@@ -48,23 +48,8 @@ HEAD_CENTRE_LPS = np.array([0.0, 18.0, 18.0])
 WORLD_TOLERANCE_MM = 0.01
 
 
-def _rotation(axis: tuple[float, float, float], degrees: float) -> np.ndarray:
-    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    angle = np.radians(degrees)
-    return np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
-
-
-_DOUBLE_OBLIQUE = _rotation((0.0, 0.0, 1.0), 14.0) @ _rotation((1.0, 0.0, 0.0), -18.0)
 # DICOM (LPS) row and column directions.
-PLANES: dict[str, tuple[np.ndarray, np.ndarray]] = {
-    "axial": (np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])),
-    "sagittal": (np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, -1.0])),
-    "coronal": (np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, -1.0])),
-    "double_oblique": (
-        _DOUBLE_OBLIQUE @ np.array([1.0, 0.0, 0.0]),
-        _DOUBLE_OBLIQUE @ np.array([0.0, 1.0, 0.0]),
-    ),
-}
+PLANES: dict[str, Plane] = {**AXIS_ALIGNED_PLANES, "double_oblique": oblique_plane(14.0, -18.0)}
 
 
 def load_template(name: str) -> nib.Nifti1Image:
@@ -104,28 +89,18 @@ def cut_series(template: nib.Nifti1Image, plane: str) -> MRVolume:
     # Scanner-like units: MNI152 holds 0..1, Colin27 0..254.
     data *= 1000.0 / float(data.max())
     pixels = ndimage.map_coordinates(data, np.moveaxis(voxel, -1, 0), order=1, cval=0.0)
-    return MRVolume(
-        pixels=pixels.astype(np.float32),
-        row_direction=row_direction,
-        column_direction=column_direction,
-        slice_origins=first + np.outer(np.arange(slices), normal * SLICE_SPACING),
+    return make_mr_volume(
+        pixels,
+        plane=PLANES[plane],
+        first_origin=first,
         pixel_spacing=PIXEL_SPACING,
-        slice_thickness=SLICE_SPACING,
+        slice_spacing=SLICE_SPACING,
     )
 
 
 @pytest.fixture(scope="module")
 def study() -> SyntheticStudy:
-    return SyntheticStudy(
-        patient=SyntheticPatient("SYN0077", "Synthetic^Colin", date(1960, 3, 9), "M"),
-        site=Site("site-a", "Synthetic General", "SIEMENS", "Prisma", "MRC40123"),
-        study_instance_uid=deterministic_uid("dcm2niix-study"),
-        accession_number="ACC0077",
-        study_date=date(2024, 6, 4),
-        study_time="101500",
-        referring_physician_name="Referrer^Rita",
-        study_description="MRI BRAIN",
-    )
+    return make_study()
 
 
 def dcm2niix(series_dir: Path, out_dir: Path) -> nib.Nifti1Image:

@@ -18,27 +18,18 @@ from imaging.dicom.study_index import IndexLimits, StudyIndex, index_dicom_sourc
 from imaging.errors import DicomReadError
 from imaging.synthetic.mr_dicom import MR_IMAGE_STORAGE, write_mr_series
 from imaging.synthetic.mr_enhanced_dicom import write_enhanced_mr_series
-from imaging.synthetic.records import (
-    MRVolume,
-    Site,
-    SyntheticPatient,
-    SyntheticStudy,
-    deterministic_uid,
-)
+from imaging.synthetic.records import MRVolume, SyntheticStudy, deterministic_uid
+from tests.synthetic_cases import make_mr_volume, make_patient, make_study
 
 US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
-SITE = Site("site-a", "Synthetic General", "SIEMENS", "Prisma", "MRC40123")
 
 
 def _study(patient_id: str, name: str, key: str, when: date, description: str) -> SyntheticStudy:
-    return SyntheticStudy(
-        patient=SyntheticPatient(patient_id, name, date(1950, 1, 2), "F"),
-        site=SITE,
+    return make_study(
+        patient=make_patient(patient_id=patient_id, patient_name=name, birth_date=date(1950, 1, 2)),
         study_instance_uid=deterministic_uid("index-test", key),
         accession_number=f"ACC-{key}",
         study_date=when,
-        study_time="101500",
-        referring_physician_name="Referrer^Rita",
         study_description=description,
     )
 
@@ -50,15 +41,8 @@ BOB_MR = _study("PAT-B", "Bob^Baker", "b-mr", date(2022, 7, 1), "MRI HEAD")
 
 def _volume(slices: int, description: str) -> MRVolume:
     pixels = np.arange(slices * 6 * 5, dtype=np.float32).reshape(slices, 6, 5)
-    origins = np.array([[0.0, 0.0, 2.0 * k] for k in range(slices)])
-    return MRVolume(
-        pixels=pixels,
-        row_direction=np.array([1.0, 0.0, 0.0]),
-        column_direction=np.array([0.0, 1.0, 0.0]),
-        slice_origins=origins,
-        pixel_spacing=(1.0, 1.0),
-        slice_thickness=2.0,
-        acquisition={"series_description": description},
+    return make_mr_volume(
+        pixels, slice_spacing=2.0, acquisition={"series_description": description}
     )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import math
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +12,7 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from imaging.synthetic.echo_cine import (
-    CineLoop,
-    EchoAppearance,
-    lv_cavity_mask,
-    sample_echo_appearance,
-    synthesize_a4c_cine,
-)
+from imaging.synthetic.echo_cine import CineLoop, lv_cavity_mask, sample_echo_appearance
 from imaging.synthetic.echonet import (
     ECHONET_SIZE,
     FILE_LIST_COLUMNS,
@@ -27,64 +20,21 @@ from imaging.synthetic.echonet import (
     write_echonet_filelist,
     write_echonet_video,
 )
-from imaging.synthetic.records import Site, SyntheticPatient, SyntheticStudy
+from imaging.synthetic.records import SyntheticStudy
 from imaging.synthetic.us_dicom import (
     US_MULTIFRAME_IMAGE_STORAGE,
     UltrasoundEncoding,
     write_us_multiframe,
 )
 from tests.dicom_validation import dciodvfy_errors
+from tests.synthetic_cases import AGNES, make_cine, make_echo_study
 
-ROWS, COLUMNS = 200, 264
+ROWS, COLUMNS = 200, 264  # make_cine's default size
 
 
 @pytest.fixture(scope="module")
 def study() -> SyntheticStudy:
-    site = Site(
-        site_id="site-a",
-        institution_name="Saint Elsewhere Hospital",
-        manufacturer="Acme Ultrasound",
-        manufacturer_model_name="Sonora 7",
-        station_name="ECHO01",
-    )
-    patient = SyntheticPatient(
-        patient_id="MMDX000042",
-        patient_name="Abernathy^Agnes",
-        birth_date=date(1959, 4, 2),
-        sex="F",
-    )
-    return SyntheticStudy(
-        patient=patient,
-        site=site,
-        study_instance_uid="2.25.1234567890",
-        accession_number="A123456789",
-        study_date=date(2024, 3, 5),
-        study_time="142233",
-        referring_physician_name="Marlowe^Iris^^Dr",
-        study_description="Echocardiogram TTE",
-    )
-
-
-def make_cine(
-    study: SyntheticStudy,
-    *,
-    seed: int = 0,
-    ejection_fraction: float = 0.55,
-    number_of_frames: int = 24,
-    appearance: EchoAppearance | None = None,
-) -> CineLoop:
-    return synthesize_a4c_cine(
-        ejection_fraction=ejection_fraction,
-        edv_ml=120.0,
-        heart_rate_bpm=90.0,
-        frame_rate_fps=30.0,
-        rows=ROWS,
-        columns=COLUMNS,
-        study=study,
-        rng=np.random.default_rng(seed),
-        appearance=appearance or EchoAppearance(),
-        number_of_frames=number_of_frames,
-    )
+    return make_echo_study(patient=AGNES, institution_name="Saint Elsewhere Hospital")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from datetime import date
 from pathlib import Path
 
 import nibabel as nib
@@ -25,68 +24,42 @@ from imaging.synthetic.mr_enhanced_dicom import (
     write_enhanced_mr_series,
 )
 from imaging.synthetic.mr_nifti import write_nifti
-from imaging.synthetic.records import (
-    MRVolume,
-    Site,
-    SyntheticPatient,
-    SyntheticStudy,
-    deterministic_uid,
-)
+from imaging.synthetic.records import MRVolume, SyntheticStudy
 from tests.dicom_validation import dciodvfy_errors
+from tests.synthetic_cases import (
+    AXIS_ALIGNED_PLANES,
+    Plane,
+    make_mr_volume,
+    make_study,
+    oblique_plane,
+)
 
 SHAPE = (16, 20, 24)  # slices, rows, columns
 PIXEL_SPACING = (1.2, 1.0)
 SLICE_THICKNESS = 1.5
 
 
-def _rotation(axis: tuple[float, float, float], degrees: float) -> np.ndarray:
-    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    angle = np.radians(degrees)
-    return np.eye(3) + np.sin(angle) * cross + (1 - np.cos(angle)) * cross @ cross
-
-
-_TILT = _rotation((0.0, 0.0, 1.0), 15.0) @ _rotation((1.0, 0.0, 0.0), 12.0)
-ORIENTATIONS: dict[str, tuple[np.ndarray, np.ndarray]] = {
-    "axial": (np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])),
-    "sagittal": (np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, -1.0])),
-    "coronal": (np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, -1.0])),
-    "oblique": (_TILT @ np.array([1.0, 0.0, 0.0]), _TILT @ np.array([0.0, 1.0, 0.0])),
-}
+ORIENTATIONS: dict[str, Plane] = {**AXIS_ALIGNED_PLANES, "oblique": oblique_plane(15.0, 12.0)}
 
 
 def make_volume(orientation: str, shape: tuple[int, int, int] = SHAPE) -> MRVolume:
     """A smooth pattern that differs on every slice, with one bright voxel as structure."""
-    row_direction, column_direction = ORIENTATIONS[orientation]
     slices, rows, columns = shape
     k, i, j = np.meshgrid(np.arange(slices), np.arange(rows), np.arange(columns), indexing="ij")
     pixels = 400.0 + 300.0 * np.sin(j / 5.0) * np.cos(i / 7.0) + 20.0 * k + 0.37 * i * j
     pixels[slices // 2, rows // 3, columns // 4] = 1500.25
-    slice_direction = np.cross(row_direction, column_direction)
-    origins = np.array([-12.3, 20.7, -30.1]) + np.outer(
-        np.arange(slices), slice_direction * SLICE_THICKNESS
-    )
-    return MRVolume(
-        pixels=pixels.astype(np.float32),
-        row_direction=row_direction,
-        column_direction=column_direction,
-        slice_origins=origins,
+    return make_mr_volume(
+        pixels,
+        plane=ORIENTATIONS[orientation],
+        first_origin=(-12.3, 20.7, -30.1),
         pixel_spacing=PIXEL_SPACING,
-        slice_thickness=SLICE_THICKNESS,
+        slice_spacing=SLICE_THICKNESS,
     )
 
 
 @pytest.fixture(scope="module")
 def study() -> SyntheticStudy:
-    return SyntheticStudy(
-        patient=SyntheticPatient("SYN0001", "Synthetic^Jane", date(1953, 5, 2), "F"),
-        site=Site("site-a", "Synthetic General", "SIEMENS", "Prisma", "MRC40123"),
-        study_instance_uid=deterministic_uid("test-study"),
-        accession_number="ACC0001",
-        study_date=date(2024, 6, 4),
-        study_time="101500",
-        referring_physician_name="Referrer^Rita",
-        study_description="MRI BRAIN",
-    )
+    return make_study()
 
 
 def dcm2niix_volume(series_dir: Path, out_dir: Path) -> nib.Nifti1Image:

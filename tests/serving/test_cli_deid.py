@@ -14,9 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from imaging.synthetic.mr_dicom import write_mr_series
-from imaging.synthetic.records import MRVolume, Site, SyntheticPatient, SyntheticStudy
 from serving.cli import app
 from serving.settings import get_settings
+from tests.synthetic_cases import make_mr_volume, make_patient, make_study
 
 
 @pytest.fixture
@@ -25,24 +25,8 @@ def study_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.setenv("MMDX_DEID__SECRET", "cli-test-secret-0123456789")
     monkeypatch.setenv("MMDX_DATA_DIR", str(tmp_path / "data"))
     get_settings.cache_clear()
-    study = SyntheticStudy(
-        patient=SyntheticPatient("PID777", "Doe^Jane", date(1950, 1, 2), "F"),
-        site=Site("site-a", "General Hospital", "SIEMENS", "Prisma", "MR1"),
-        study_instance_uid="2.25.424242",
-        accession_number="ACC777",
-        study_date=date(2024, 5, 6),
-        study_time="090000",
-        referring_physician_name="Ref^Rita",
-        study_description="MRI BRAIN",
-    )
-    volume = MRVolume(
-        pixels=np.full((2, 6, 6), 100.0, dtype=np.float32),
-        row_direction=np.array([1.0, 0.0, 0.0]),
-        column_direction=np.array([0.0, 1.0, 0.0]),
-        slice_origins=np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]),
-        pixel_spacing=(1.0, 1.0),
-        slice_thickness=1.0,
-    )
+    study = make_study(patient=make_patient(patient_name="Doe^Jane"), study_date=date(2024, 5, 6))
+    volume = make_mr_volume(np.full((2, 6, 6), 100.0))
     folder = tmp_path / "in" / "Doe^Jane"
     write_mr_series(volume, study, out_dir=folder, series_number=1, uid_seed="cli")
     (folder / "truncated.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00")

@@ -3,8 +3,9 @@
 Ultrasound scanners burn the patient's name, ID, the institution and the date into
 the pixels, above and beside the image. The Sequence of Ultrasound Regions declares
 where the image data lie; everything outside the union of the region boxes is set to
-0 in every frame. Where no usable region is declared, a header band is blanked
-instead, found by :func:`header_band_rows`.
+0 in every frame. Where no region is declared (or none reaches into the image), the
+header band is blanked instead (:func:`imaging.dicom.us_regions.below_header_band`).
+A malformed region sequence is refused: where the image lies is then unknown.
 
 Compressed input is decoded and the cleaned pixels are stored uncompressed; colour
 comes back from the decoder as RGB, so YBR photometric interpretations become RGB.
@@ -12,7 +13,6 @@ comes back from the decoder as RGB, so YBR photometric interpretations become RG
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,24 +20,13 @@ import numpy as np
 
 from imaging.dicom.pixels import decode_pixel_array, pixel_layout
 from imaging.dicom.reading import DEFAULT_READ_LIMITS, ReadLimits
-from imaging.errors import DeidentificationError
-
-US_SOP_CLASSES = frozenset(
-    {
-        "1.2.840.10008.5.1.4.1.1.6.1",  # Ultrasound Image Storage
-        "1.2.840.10008.5.1.4.1.1.3.1",  # Ultrasound Multi-frame Image Storage
-        "1.2.840.10008.5.1.4.1.1.6",  # Ultrasound Image Storage (Retired)
-        "1.2.840.10008.5.1.4.1.1.3",  # Ultrasound Multi-frame Image Storage (Retired)
-    }
+from imaging.dicom.us_regions import (
+    below_header_band,
+    is_ultrasound,
+    parse_ultrasound_regions,
+    region_mask,
 )
-
-# Header band heuristic (see header_band_rows).
-MIN_HEADER_FRACTION = 0.10
-MAX_HEADER_FRACTION = 0.50
-# Stored values at or below 1/16 of full scale count as black (JPEG leaves noise there).
-_BLACK_FRACTION = 1.0 / 16.0
-# Dilation that joins speckle into one image component while text lines stay apart.
-_JOIN_ITERATIONS = 2
+from imaging.errors import CineLoopError, DeidentificationError
 
 CleaningMethod = Literal["ultrasound regions", "header band"]
 
@@ -58,73 +47,14 @@ class CleanedPixels:
     method: CleaningMethod
 
 
-def is_ultrasound(dataset: Any) -> bool:
-    """Whether ``dataset`` is an Ultrasound Image or Ultrasound Multi-frame Image."""
-    return str(dataset.get("SOPClassUID", "")) in US_SOP_CLASSES
-
-
-def region_keep_mask(dataset: Any, rows: int, columns: int) -> np.ndarray | None:
-    """The union of the declared ultrasound region boxes, or ``None`` where none is usable.
-
-    Region corners are inclusive pixel coordinates (PS3.3 C.8.5.5.1); boxes are
-    clipped to the image and empty boxes ignored.
-    """
-    keep = np.zeros((rows, columns), dtype=bool)
-    usable = False
-    for region in dataset.get("SequenceOfUltrasoundRegions") or []:
-        corners = [
-            region.get(keyword)
-            for keyword in (
-                "RegionLocationMinX0",
-                "RegionLocationMinY0",
-                "RegionLocationMaxX1",
-                "RegionLocationMaxY1",
-            )
-        ]
-        if not all(isinstance(value, int) for value in corners):
-            continue
-        x0, y0 = max(corners[0], 0), max(corners[1], 0)
-        x1, y1 = min(corners[2], columns - 1), min(corners[3], rows - 1)
-        if x0 > x1 or y0 > y1:
-            continue
-        keep[y0 : y1 + 1, x0 : x1 + 1] = True
-        usable = True
-    return keep if usable else None
-
-
-def header_band_rows(frames: np.ndarray, bits_stored: int) -> int:
-    """Rows at the top of the image that hold burned-in text, by a documented heuristic.
-
-    ``frames`` has shape ``(frames, rows, columns, samples)``. The brightest value of
-    each pixel over all frames and samples is thresholded at 1/16 of full scale,
-    dilated by two pixels so that speckle joins up, and split into 8-connected
-    components. The largest component is taken as the image; the band is every row
-    above its first row, clamped to between 10% and 50% of the rows. Text beside the
-    image, below the band, is not found: declared regions are the reliable source.
-    """
-    from scipy import ndimage
-
-    rows = frames.shape[1]
-    minimum = math.ceil(MIN_HEADER_FRACTION * rows)
-    maximum = math.floor(MAX_HEADER_FRACTION * rows)
-    peak = frames.max(axis=(0, 3))
-    foreground = peak > (2**bits_stored - 1) * _BLACK_FRACTION
-    joined = ndimage.binary_dilation(foreground, iterations=_JOIN_ITERATIONS)
-    labels, count = ndimage.label(joined, structure=np.ones((3, 3), dtype=bool))
-    if count == 0:
-        return minimum
-    largest = int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
-    first_row = int(np.nonzero((labels == largest).any(axis=1))[0][0])
-    return min(max(first_row, minimum), maximum)
-
-
 def clean_ultrasound_pixels(
     dataset: Any, source: str, limits: ReadLimits = DEFAULT_READ_LIMITS
 ) -> CleanedPixels:
     """Decode the pixels of an ultrasound object and blank everything outside its image.
 
     Raises:
-        DeidentificationError: The object is not ultrasound.
+        DeidentificationError: The object is not ultrasound, or its Sequence of
+            Ultrasound Regions is malformed.
         PixelDataError, ResourceLimitError, UnsupportedTransferSyntaxError: The pixels
             cannot be decoded within ``limits``.
     """
@@ -133,17 +63,22 @@ def clean_ultrasound_pixels(
             source,
             f"Clean Pixel Data handles ultrasound only, not SOP Class {dataset.get('SOPClassUID')}",
         )
+    try:
+        regions = parse_ultrasound_regions(dataset, source)
+    except CineLoopError as exc:
+        raise DeidentificationError(
+            source, f"cannot tell the image from burned-in text: {exc.reason}"
+        ) from exc
     layout = pixel_layout(dataset, source, limits)
     pixels = np.array(decode_pixel_array(dataset, source, limits), copy=True)
     # A view: frames and samples as their own axes whatever pydicom's shape was.
     per_pixel = pixels.reshape(layout.frames, layout.rows, layout.columns, -1)
-    keep = region_keep_mask(dataset, layout.rows, layout.columns)
+    keep = region_mask(regions, layout.rows, layout.columns, tissue_only=False)
     method: CleaningMethod = "ultrasound regions"
-    if keep is None:
+    if not keep.any():
         method = "header band"
         bits_stored = int(dataset.get("BitsStored") or layout.bits_allocated)
-        keep = np.ones((layout.rows, layout.columns), dtype=bool)
-        keep[: header_band_rows(per_pixel, bits_stored)] = False
+        keep = below_header_band(per_pixel, bits_stored=bits_stored)
     per_pixel[:, ~keep, :] = 0
     return CleanedPixels(pixels=pixels, keep=keep, method=method)
 

@@ -33,7 +33,6 @@ from typing import Any
 from imaging.dicom.deid.clean_pixels import (
     CleaningMethod,
     clean_ultrasound_pixels,
-    is_ultrasound,
     store_native_pixels,
 )
 from imaging.dicom.deid.profile import Action, profile_attribute
@@ -45,6 +44,7 @@ from imaging.dicom.deid.replacements import (
     pseudonym,
 )
 from imaging.dicom.reading import DEFAULT_READ_LIMITS, ReadLimits
+from imaging.dicom.us_regions import is_ultrasound
 from imaging.errors import DeidentificationError
 
 # CID 7050 De-identification Method (coding scheme DCM).
