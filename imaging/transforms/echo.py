@@ -14,6 +14,7 @@ that order. ``padding="repeat"`` instead plays the loop again from its first fra
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -40,6 +41,9 @@ from monai.utils import (
     convert_to_dst_type,
     convert_to_tensor,
 )
+from pydantic import BaseModel, ConfigDict, Field
+
+from imaging.config_files import REPOSITORY_CONFIGS, load_yaml_model
 
 ClipPadding = Literal["zero", "repeat"]
 
@@ -413,3 +417,37 @@ def _check_clip_arguments(clip_length: int, period: int, padding: str) -> None:
         raise ValueError(
             f'Argument "padding" must be one of {get_args(ClipPadding)}, got {padding!r}'
         )
+
+
+class EchoPresetConfig(BaseModel):
+    """The ``echo`` section of ``configs/preprocessing.yaml``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    spatial_size: int = Field(default=112, ge=8)
+    clip_length: int = Field(default=32, ge=1)
+    period: int = Field(default=2, ge=1)
+    mean: float | None = None
+    std: float | None = Field(default=None, gt=0)
+
+    def create_preset(self, *, train: bool = False) -> Compose:
+        """:func:`create_echo_preset` with this configuration."""
+        return create_echo_preset(
+            spatial_size=self.spatial_size,
+            clip_length=self.clip_length,
+            period=self.period,
+            mean=self.mean,
+            std=self.std,
+            train=train,
+        )
+
+
+def load_echo_preset_config(path: Path | None = None) -> EchoPresetConfig:
+    """Read the ``echo`` section of ``path`` (default: the repository's preprocessing.yaml).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: The section is missing or invalid; the message names the file and field.
+    """
+    path = REPOSITORY_CONFIGS / "preprocessing.yaml" if path is None else Path(path)
+    return load_yaml_model(path, EchoPresetConfig, what="echo preset", section="echo")

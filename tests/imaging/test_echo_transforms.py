@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -196,3 +198,14 @@ def test_preset_arguments_and_empty_sector() -> None:
     with pytest.raises(RuntimeError) as caught:  # MONAI's Compose wraps a transform's error
         create_echo_preset()({"cine": cine, "sector_mask": np.zeros_like(mask)})
     assert "keeps no pixel" in str(caught.value.__cause__)
+
+
+def test_repository_echo_preset_config_equals_the_function_defaults(tmp_path: Path) -> None:
+    from imaging.transforms.echo import EchoPresetConfig, load_echo_preset_config
+
+    assert load_echo_preset_config() == EchoPresetConfig()
+    bad = tmp_path / "preprocessing.yaml"
+    bad.write_text("echo:\n  spatial_size: 112\n  periode: 2\n")
+    expected = r"preprocessing\.yaml section 'echo': invalid echo preset"
+    with pytest.raises(ValueError, match=expected):
+        load_echo_preset_config(bad)
