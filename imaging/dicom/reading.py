@@ -229,18 +229,23 @@ def _decode_every_element(dataset: Any, source: str) -> None:
     geometry and rescale are computed from these, so they must be numbers here.
     """
     for element in dataset:
-        name = f"{element.tag} {element.keyword}".strip()
         try:
             value = element.value
         except Exception as exc:
-            raise DicomReadError(source, f"cannot decode {name}: {exc}") from exc
-        if element.VR == "SQ":
+            raise DicomReadError(source, f"cannot decode {_name(element)}: {exc}") from exc
+        vr = element.VR
+        if vr == "SQ":
             for item in value:
                 _decode_every_element(item, source)
-        elif element.VR in ("DS", "IS") and value not in (None, ""):
-            values = value if element.VM > 1 else [value]
+        elif vr in ("DS", "IS") and value not in (None, ""):
+            values = value if isinstance(value, list | tuple) or element.VM > 1 else [value]
             if any(isinstance(item, str) for item in values):
-                raise DicomReadError(source, f"{name} ({element.VR}) is not a number: {value!r}")
+                reason = f"{_name(element)} ({vr}) is not a number: {value!r}"
+                raise DicomReadError(source, reason)
+
+
+def _name(element: Any) -> str:
+    return f"{element.tag} {element.keyword}".strip()
 
 
 def require(dataset: Any, keyword: str, source: str) -> Any:
