@@ -59,6 +59,10 @@ class CheckpointError(ImagingError):
     """A weights file cannot be used: unreadable, wrong checksum, or keys/shapes that do not fit."""
 
 
+class PredictionInputError(ImagingError):
+    """A path cannot be predicted: unknown kind, another modality, no usable series."""
+
+
 @dataclass(frozen=True)
 class FileFailure:
     """One row of a per-file error report: which file, which error, why."""

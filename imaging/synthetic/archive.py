@@ -191,6 +191,7 @@ def generate_archive(
     from imaging.synthetic.render import (
         RenderedStudy,
         initialise_worker,
+        load_shared_data,
         render_study,
         write_archive_indexes,
     )
@@ -199,7 +200,9 @@ def generate_archive(
     spec.out_dir.mkdir(parents=True, exist_ok=True)
     workers = spec.workers or os.cpu_count() or 1
     rendered: list[RenderedStudy] = []
-    for study in _map_in_order(render_study, plans, spec, workers, initialise_worker):
+    for study in _map_in_order(
+        render_study, plans, spec, workers, initialise_worker, preload=load_shared_data
+    ):
         rendered.append(study)
         if on_study_done is not None:
             on_study_done(study.manifest_row)
@@ -215,9 +218,16 @@ def _map_in_order(
     spec: ArchiveSpec,
     workers: int,
     initialiser: Callable[[], None],
+    *,
+    preload: Callable[[], None],
 ) -> Iterator[Result]:
-    """Apply ``function`` to every plan in worker processes, yielding results in plan order."""
-    initialiser()  # also loads shared read-only data once, before the workers fork
+    """Apply ``function`` to every plan in worker processes, yielding results in plan order.
+
+    ``preload`` loads shared read-only data once in this process (workers fork after
+    it); ``initialiser`` sets up each worker. The caller's own settings (its torch
+    thread count) are left alone.
+    """
+    preload()
     if workers == 1 or len(plans) <= 1:
         for plan in plans:
             yield function(plan, spec)

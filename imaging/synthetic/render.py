@@ -34,12 +34,17 @@ class RenderedStudy:
     echonet_row: dict[str, object] | None = None
 
 
+def load_shared_data() -> None:
+    """Load what every study needs once (the brain template), before workers fork."""
+    load_head_template()
+
+
 def initialise_worker() -> None:
-    """Per-process set-up: one torch thread per worker, the brain template loaded once."""
+    """Worker set-up: one torch thread per worker process, the brain template loaded."""
     import torch
 
     torch.set_num_threads(1)
-    load_head_template()
+    load_shared_data()
 
 
 def render_study(plan: StudyPlan, spec: ArchiveSpec) -> RenderedStudy:

@@ -17,27 +17,27 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from monai.config import KeysCollection
 from monai.data import Dataset
-from monai.transforms import Compose, MapTransform
 
-from imaging.training.recipe import EchoPreprocessing, MRIPreprocessing, TrainingRecipe
+from imaging.training.recipe import TrainingRecipe
+from imaging.transforms.pipelines import (
+    ECHO_DEFAULTS,
+    ID_KEYS,
+    MRI_DEFAULT_SIZE,
+    MRI_DEFAULT_SPACING,
+    EchoPreprocessing,
+    MRIPreprocessing,
+    create_transform,
+)
 
 if TYPE_CHECKING:
     from imaging.models.config import InputSpec
 
 Record = dict[str, Any]
-ID_KEYS = ("study_instance_uid", "patient_id", "site_id")
-# What a dataset item keeps after preprocessing (the rest is decoding by-products).
-ITEM_KEYS = ("image", "target", "reduced_ef", *ID_KEYS)
-# Preset defaults used when neither the recipe nor the model's input names a value.
-MRI_DEFAULT_SPACING = (2.0, 2.0, 2.0)
-MRI_DEFAULT_SIZE = (96, 96, 96)
-ECHO_DEFAULTS = {"spatial_size": 112, "clip_length": 32, "period": 2, "channels": 1}
 
 
 def read_manifest(path: str | Path, modality: str) -> list[dict[str, str]]:
@@ -148,91 +148,6 @@ def _spec(model_input: InputSpec | None, field: str, length: int) -> tuple[Any, 
     return tuple(value) if value is not None and len(value) == length else None
 
 
-def create_transform(
-    preprocessing: MRIPreprocessing | EchoPreprocessing, *, train: bool
-) -> Compose:
-    """Decode, preprocess (the :mod:`imaging.transforms` preset) and keep ``ITEM_KEYS``.
-
-    One flat ``Compose``, so that caching datasets see where the random part begins.
-    ``train`` adds the preset's augmentation when the recipe asks for it.
-    """
-    from monai.transforms import CopyItemsd, EnsureTyped, RepeatChanneld, SelectItemsd
-
-    from imaging.transforms.echo import create_echo_preset
-    from imaging.transforms.mri import create_mri_preset
-
-    augment = train and preprocessing.augment
-    steps: list[Any]
-    if isinstance(preprocessing, MRIPreprocessing):
-        preset = create_mri_preset(
-            spacing=preprocessing.spacing or MRI_DEFAULT_SPACING,
-            spatial_size=preprocessing.spatial_size or MRI_DEFAULT_SIZE,
-            train=augment,
-        )
-        steps = [LoadMRIVolumed(), *preset.transforms]
-    else:
-        preset = create_echo_preset(
-            spatial_size=preprocessing.spatial_size or ECHO_DEFAULTS["spatial_size"],
-            clip_length=preprocessing.clip_length or ECHO_DEFAULTS["clip_length"],
-            period=preprocessing.period or ECHO_DEFAULTS["period"],
-            mean=preprocessing.mean,
-            std=preprocessing.std,
-            train=augment,
-        )
-        steps = [LoadCined(), *preset.transforms, CopyItemsd("cine", names="image")]
-        if preprocessing.channels == 3:  # grey repeated for networks pretrained on RGB video
-            steps.append(RepeatChanneld("image", repeats=3))
-    steps += [
-        EnsureTyped("image", track_meta=False),
-        SelectItemsd(ITEM_KEYS, allow_missing_keys=True),
-    ]
-    return Compose(steps)
-
-
-class LoadMRIVolumed(MapTransform):
-    """Replace each key's path (a NIfTI file or a DICOM series folder) with its volume."""
-
-    def __init__(self, keys: KeysCollection = "image") -> None:
-        super().__init__(keys)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        from imaging.dicom.series_volume import load_mr_series
-        from imaging.readers.nifti import load_nifti_volume
-
-        item = dict(data)
-        for key in self.key_iterator(item):
-            path = Path(item[key])
-            if path.is_dir():
-                item[key] = load_mr_series(sorted(path.glob("*.dcm")))
-            else:
-                item[key] = load_nifti_volume(path)
-        return item
-
-
-class LoadCined(MapTransform):
-    """Decode ``data[key]`` (an ultrasound DICOM file or an EchoNet AVI) into ``cine``.
-
-    Sets ``cine`` (``(T, H, W, C)`` uint8) and ``sector_mask`` as the echo preset takes
-    them, and drops the path.
-    """
-
-    def __init__(self, key: str = "image") -> None:
-        super().__init__(key)
-        self.key = key
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        from imaging.dicom.cine import load_us_cine
-        from imaging.readers.echonet import load_echonet_video
-
-        item = dict(data)
-        path = Path(item.pop(self.key))
-        cine = load_echonet_video(path) if path.suffix.lower() == ".avi" else load_us_cine(path)
-        # The preset writes into both arrays; the cine's are read-only views.
-        item["cine"] = cine.frames.copy()
-        item["sector_mask"] = cine.sector_mask.copy()
-        return item
-
-
 def create_dataset(
     records: Sequence[Record],
     preprocessing: MRIPreprocessing | EchoPreprocessing,
@@ -287,10 +202,15 @@ def create_loader(dataset: Dataset, *, batch_size: int, shuffle: bool, num_worke
     """A MONAI ``DataLoader`` (seeds each worker's random transforms) over ``dataset``."""
     from monai.data import DataLoader
 
+    # A training batch of one study breaks BatchNorm ("expected more than 1 value per
+    # channel"): drop it; the shuffle puts that study in a full batch in other epochs.
+    size = len(dataset)
+    drop_last = shuffle and size > batch_size and size % batch_size == 1
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
         num_workers=num_workers,
         persistent_workers=False,
+        drop_last=drop_last,
     )

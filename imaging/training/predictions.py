@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from imaging.transforms.pipelines import ID_KEYS
+
 
 @dataclass(frozen=True)
 class Predictions:
@@ -70,7 +72,7 @@ def predict_dataset(
                     targets.append(np.asarray(batch["target"], dtype=np.float64))
                 if "reduced_ef" in batch:
                     reduced.append(np.asarray(batch["reduced_ef"], dtype=np.float64))
-                for key in ("study_instance_uid", "patient_id", "site_id"):
+                for key in ID_KEYS:
                     if key in batch:
                         ids.setdefault(key, []).extend(str(value) for value in batch[key])
     finally:
@@ -80,6 +82,29 @@ def predict_dataset(
         targets=np.concatenate(targets) if targets else np.zeros(0),
         reduced_ef=np.concatenate(reduced) if reduced else None,
         ids=ids,
+    )
+
+
+def predictions_to_dict(predictions: Predictions) -> dict[str, Any]:
+    """A JSON-serialisable form of :class:`Predictions` (inverse: :func:`predictions_from_dict`)."""
+    return {
+        "outputs": predictions.outputs.tolist(),
+        "targets": predictions.targets.tolist(),
+        "reduced_ef": None if predictions.reduced_ef is None else predictions.reduced_ef.tolist(),
+        **{key: list(predictions.ids.get(key, [])) for key in ID_KEYS},
+    }
+
+
+def predictions_from_dict(data: Mapping[str, Any]) -> Predictions:
+    """:class:`Predictions` back from :func:`predictions_to_dict`'s form."""
+    outputs = np.asarray(data["outputs"], dtype=np.float32)
+    return Predictions(
+        outputs=outputs.reshape(len(outputs), -1),
+        targets=np.asarray(data["targets"], dtype=np.float64),
+        reduced_ef=None
+        if data.get("reduced_ef") is None
+        else np.asarray(data["reduced_ef"], dtype=np.float64),
+        ids={key: list(data[key]) for key in ID_KEYS},
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from imaging.config_files import REPOSITORY_CONFIGS, load_yaml_model
+from imaging.transforms.pipelines import EchoPreprocessing, MRIPreprocessing
 
 RECIPES_DIR = REPOSITORY_CONFIGS / "training"
 
@@ -39,38 +40,6 @@ TASK_METRICS: dict[str, tuple[str, ...]] = {
 }
 DEFAULT_MONITOR = {"classification": "val_auc", "regression": "val_mae", "ef_multitask": "val_mae"}
 HIGHER_IS_BETTER = frozenset({"val_auc", "val_accuracy", "val_balanced_accuracy"})
-
-
-class MRIPreprocessing(BaseModel):
-    """Overrides of the MRI preset; a None falls back to the model's input, then the preset."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    source: Literal["nifti", "dicom"] = "nifti"
-    spacing: tuple[float, float, float] | None = None
-    spatial_size: tuple[int, int, int] | None = None
-    augment: bool = True
-
-
-class EchoPreprocessing(BaseModel):
-    """Overrides of the echo preset; a None falls back to the model's input, then the preset."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    source: Literal["echonet", "dicom"] = "echonet"
-    spatial_size: int | None = Field(default=None, ge=8)
-    clip_length: int | None = Field(default=None, ge=1)
-    period: int | None = Field(default=None, ge=1)
-    mean: float | None = None
-    std: float | None = Field(default=None, gt=0.0)
-    channels: Literal[1, 3] | None = None
-    augment: bool = True
-
-    @model_validator(mode="after")
-    def _mean_with_std(self) -> EchoPreprocessing:
-        if (self.mean is None) != (self.std is None):
-            raise ValueError('"mean" and "std" must be given together')
-        return self
 
 
 class SplitSettings(BaseModel):
@@ -155,6 +124,12 @@ class TrainingRecipe(BaseModel):
     def monitored_metric(self) -> str:
         """The validation metric early stopping and ``best.pt`` follow."""
         return self.monitor or DEFAULT_MONITOR[self.task]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Every effective value as JSON types, without the other modality's section
+        (which validation refuses), so ``model_validate`` reads it back."""
+        other_modality = "echo" if self.modality == "MR" else "mri"
+        return self.model_dump(mode="json", exclude={other_modality})
 
     @property
     def run_dir(self) -> Path:

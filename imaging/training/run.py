@@ -135,7 +135,7 @@ def prepare_run(
 
     out = Path(out_dir) if out_dir is not None else recipe.run_dir
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "recipe.json", recipe.model_dump(mode="json"))
+    _write_json(out / "recipe.json", recipe.to_json_dict())
     _write_json(
         out / "split.json",
         {
