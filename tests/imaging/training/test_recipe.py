@@ -12,6 +12,7 @@ from imaging.training.run import check_model_fits_recipe
 
 SHIPPED = (
     "echo_ef",
+    "echo_ef_cpu",
     "echo_ef_tiny",
     "mri_ad_finetune",
     "mri_ad_scratch",
