@@ -10,6 +10,7 @@ import typer
 
 from serving.commands.archive import synth
 from serving.commands.models import evaluate, predict, train
+from serving.commands.rag import clip_train
 from serving.commands.studies import convert, deid
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app = typer.Typer(
 )
 for command in (synth, convert, deid, train, evaluate, predict):
     app.command()(command)
+app.command("clip-train")(clip_train)
 
 
 def main() -> None:
