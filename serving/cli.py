@@ -10,7 +10,7 @@ import typer
 
 from serving.commands.archive import synth
 from serving.commands.models import evaluate, predict, train
-from serving.commands.rag import clip_train
+from serving.commands.rag import clip_train, index, search
 from serving.commands.studies import convert, deid
 
 app = typer.Typer(
@@ -21,6 +21,8 @@ app = typer.Typer(
 for command in (synth, convert, deid, train, evaluate, predict):
     app.command()(command)
 app.command("clip-train")(clip_train)
+app.command("index")(index)
+app.command("search")(search)
 
 
 def main() -> None:

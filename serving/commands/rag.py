@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -98,3 +99,212 @@ def clip_train(
             f"  median rank {before.median_rank:g} -> {after.median_rank:g}  (n={after.n})"
         )
     typer.echo(f"checkpoint {result.checkpoint} sha256 {result.sha256}")
+
+
+NOT_FOR_DIAGNOSTIC_USE = "Similar cases for research and education; not for diagnostic use."
+
+
+def index(
+    manifest: Annotated[Path, typer.Option("--manifest", help="The archive's manifest.csv.")],
+    index_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--index", help="Case index folder or memory:// [default: DATA_DIR/case_index]."
+        ),
+    ] = None,
+    clip_config: Annotated[
+        str, typer.Option("--config", help="CLIP configuration: a name in configs/clip or a file.")
+    ] = "clip_vit_b32",
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="Local open_clip state dict to load.")
+    ] = None,
+    modality: Annotated[
+        str | None, typer.Option("--modality", help="Index only MR or US studies.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary only.")] = False,
+) -> None:
+    """Embed every archive study with its report and upsert it into the similar-case index.
+
+    Identifiers of the manifest (patient id, accession number, UIDs) are replaced by keyed
+    pseudonyms under the de-identification key (``deid.secret`` or the installation's key
+    file), so only de-identified cases enter. A study that cannot be read is reported and
+    the others are indexed; the exit status is then 1.
+    """
+    from rich.console import Console
+
+    from imaging.errors import FileFailure, ImagingError
+    from multimodal_rag.archive_cases import build_archive_cases
+    from multimodal_rag.embedding import create_embedder
+    from multimodal_rag.index import CaseIndex
+    from serving.settings import get_settings, load_deid_secret
+
+    chosen = _modality_option(modality)
+    settings = get_settings()
+    uri = index_uri or str(settings.data_dir / "case_index")
+    console = Console(stderr=True)
+    failures: list[FileFailure] = []
+    try:
+        secret = load_deid_secret(settings)
+        embedder = create_embedder(clip_config, checkpoint=checkpoint)
+        with progress_bar(console, disable=as_json) as progress:
+            task = progress.add_task("embedding studies", total=None)
+
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            cases = build_archive_cases(
+                manifest,
+                embedder,
+                secret=secret,
+                modality=chosen,
+                on_case=advance,
+                failures=failures,
+            )
+        case_index = CaseIndex.open(uri, embedding_dim=embedder.embed_dim)
+        case_index.upsert(cases)
+    except (ImagingError, ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    summary = {
+        "index": uri,
+        "config": embedder.config.name,
+        "indexed": len(cases),
+        "rows": len(case_index),
+        "version": case_index.version,
+        "failed": [asdict(failure) for failure in failures],
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        typer.echo(
+            f"{len(cases)} cases indexed with {embedder.config.name}; {len(failures)} failed; "
+            f"{summary['rows']} cases in {uri} (version {summary['version']})"
+        )
+        for failure in failures:
+            typer.echo(f"  failed {failure.path}: {failure.error}: {failure.reason}")
+    if failures:
+        raise typer.Exit(1)
+
+
+def search(
+    study: Annotated[
+        Path | None,
+        typer.Option(
+            "--study", help="Query study: NIfTI, AVI, DICOM MR series folder or US DICOM file."
+        ),
+    ] = None,
+    text: Annotated[str | None, typer.Option("--text", help="Query text (text to image).")] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="The query study's report: search by image and report."),
+    ] = None,
+    modality: Annotated[
+        str | None, typer.Option("--modality", help="Only cases of this modality (MR or US).")
+    ] = None,
+    k: Annotated[int, typer.Option("--k", min=1, help="The most hits returned.")] = 10,
+    adaptive: Annotated[
+        bool,
+        typer.Option("--adaptive/--no-adaptive", help="Cut the list at the largest score drop."),
+    ] = True,
+    index_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--index", help="Case index folder or memory:// [default: DATA_DIR/case_index]."
+        ),
+    ] = None,
+    clip_config: Annotated[
+        str, typer.Option("--config", help="CLIP configuration: the one the index was built with.")
+    ] = "clip_vit_b32",
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="Local open_clip state dict to load.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the hits as JSON.")] = False,
+) -> None:
+    """Find indexed cases similar to a study (image, plus report if given) or to a text.
+
+    ``--study`` alone searches image to image; with ``--report`` it searches study to
+    study, combining image and report similarity. ``--text`` searches images by text.
+    Each hit shows its cosine score and why it matched. Not for diagnostic use.
+    """
+    from imaging.errors import ImagingError
+    from multimodal_rag.archive_cases import embed_study, load_study
+    from multimodal_rag.embedding import create_embedder
+    from multimodal_rag.index import CaseIndex
+    from multimodal_rag.retrieval import Mode, Query, search_similar
+    from serving.settings import get_settings
+
+    if (study is None) == (text is None):
+        typer.echo("error: give exactly one of --study and --text", err=True)
+        raise typer.Exit(2)
+    if report is not None and study is None:
+        typer.echo("error: --report goes with --study", err=True)
+        raise typer.Exit(2)
+    chosen = _modality_option(modality)
+    uri = index_uri or str(get_settings().data_dir / "case_index")
+    if "://" not in uri and not Path(uri).is_dir():
+        typer.echo(f"error: no case index at {uri}; build one with mmdx index", err=True)
+        raise typer.Exit(1)
+    try:
+        embedder = create_embedder(clip_config, checkpoint=checkpoint)
+        mode: Mode
+        if study is not None:
+            image = embed_study(embedder, load_study(study))
+            report_text = report.read_text(encoding="utf-8") if report is not None else None
+            if report_text is None:
+                mode, query = "image_to_image", Query(image_embedding=image)
+            else:
+                mode = "study_to_study"
+                query = Query(
+                    image_embedding=image, text_embedding=embedder.embed_texts([report_text])[0]
+                )
+        else:
+            mode, query = (
+                "text_to_image",
+                Query(text_embedding=embedder.embed_texts([text or ""])[0]),
+            )
+        case_index = CaseIndex.open(uri, embedding_dim=embedder.embed_dim)
+        hits = search_similar(
+            query,
+            case_index,
+            mode=mode,
+            k=k,
+            filters={"modality": chosen} if chosen else None,
+            adaptive=adaptive,
+            embed_texts=embedder.embed_texts,
+        )
+    except (ImagingError, ValueError, FileNotFoundError) as exc:
+        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    if as_json:
+        payload = {
+            "mode": mode,
+            "index": uri,
+            "notice": NOT_FOR_DIAGNOSTIC_USE,
+            "hits": [
+                {**asdict(hit), "matched_sentences": list(hit.matched_sentences)} for hit in hits
+            ],
+        }
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    typer.echo(f"{len(hits)} similar cases ({mode.replace('_', ' ')}), best first:")
+    for hit in hits:
+        typer.echo(
+            f"{hit.rank:3d}. {hit.score:.3f}  {hit.case_id}  {hit.modality} "
+            f"label={hit.label or '-'} site={hit.site_id}  why: {hit.why}"
+        )
+        for sentence in hit.matched_sentences:
+            typer.echo(f"       \u201c{sentence}\u201d")
+    typer.echo(NOT_FOR_DIAGNOSTIC_USE)
+
+
+def _modality_option(value: str | None) -> Literal["MR", "US"] | None:
+    """The --modality value, upper-cased, or exit 2 naming the valid options."""
+    if value is None:
+        return None
+    upper = value.upper()
+    if upper == "MR":
+        return "MR"
+    if upper == "US":
+        return "US"
+    typer.echo(f'error: --modality must be MR or US, got "{value}"', err=True)
+    raise typer.Exit(2)
