@@ -63,16 +63,10 @@ def prepare_archive(args: argparse.Namespace, work: Path) -> Path:
     """The manifest of ``--archive``, or of a freshly generated MRI-only archive."""
     if args.archive is not None:
         return Path(args.archive) / "manifest.csv"
-    import torch
-
     from imaging.synthetic.archive import ArchiveSpec, generate_archive
 
     out = work / "archive"
     if not (out / "manifest.csv").is_file():
-        # generate_archive leaves its caller at one torch thread (its worker set-up runs
-        # in the calling process too): restore the count, or a first run would train
-        # slower and differently from a rerun on the same archive.
-        threads = torch.get_num_threads()
         started = time.perf_counter()
         studies = 48 if args.quick else args.mri
         generate_archive(
@@ -80,7 +74,6 @@ def prepare_archive(args: argparse.Namespace, work: Path) -> Path:
                 out_dir=out, mri_studies=studies, echo_studies=0, sites=args.sites, seed=args.seed
             )
         )
-        torch.set_num_threads(threads)
         print(
             f"archive: {studies} MRI studies over {args.sites} sites, seed {args.seed} "
             f"({time.perf_counter() - started:.0f} s)"

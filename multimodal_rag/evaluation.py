@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import ArrayLike
 
-from imaging.evaluation.metrics import MetricCI, bootstrap_ci
+from imaging.evaluation.metrics import MetricCI, bootstrap_ci, bootstrap_metrics
 
 RETRIEVAL_METRICS = ("precision_at_k", "recall_at_k", "map_at_k")
 
@@ -107,17 +107,16 @@ def retrieval_metrics(
         [_query_scores(query_labels[i], ranked_neighbour_labels[i], k) for i in keep]
     )
     group_array = None if groups is None else _as_1d("groups", groups, len(query_labels))[keep]
-    return {
-        name: bootstrap_ci(
-            _nanmean,
-            per_query[:, column],
-            groups=group_array,
-            n_resamples=n_resamples,
-            seed=seed,
-            confidence=confidence,
-        )
-        for column, name in enumerate(RETRIEVAL_METRICS)
-    }
+    return bootstrap_metrics(
+        lambda scores: {
+            name: _nanmean(scores[:, column]) for column, name in enumerate(RETRIEVAL_METRICS)
+        },
+        [per_query],
+        groups=group_array,
+        n_resamples=n_resamples,
+        seed=seed,
+        confidence=confidence,
+    )
 
 
 def embedding_retrieval_metrics(

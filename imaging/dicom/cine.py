@@ -82,6 +82,12 @@ class UltrasoundCine:
     sop_instance_uid: str | None
     source: str
 
+    def __post_init__(self) -> None:
+        # Read-only so a transform that writes in place must copy first (the echo
+        # preset's loader does); whoever builds a loop need not remember it.
+        for array in (self.frames, self.frame_times_ms, self.sector_mask):
+            array.flags.writeable = False
+
     @property
     def number_of_frames(self) -> int:
         return int(self.frames.shape[0])
@@ -118,7 +124,6 @@ def load_us_cine(
     if isinstance(path_or_dataset, str | Path):
         dataset = read_dicom(path_or_dataset, limits=limits)
         source = str(path_or_dataset)
-        _prefer_fast_decoder(dataset)
     else:
         dataset = path_or_dataset
         source = str(getattr(dataset, "filename", None) or "<in-memory dataset>")
@@ -135,8 +140,6 @@ def load_us_cine(
     else:
         mask = below_header_band(frames, bits_stored=8)  # frames are uint8 by now
         mask_source = "header_band"
-    for array in (frames, times, mask):
-        array.flags.writeable = False
     return UltrasoundCine(
         frames=frames,
         frame_times_ms=times,
@@ -188,22 +191,6 @@ def _check_ultrasound(dataset: Any, source: str) -> None:
         raise CineLoopError(
             source, f"SOP Class {sop_class} is not an ultrasound (multi-frame) image"
         )
-
-
-def _prefer_fast_decoder(dataset: Any) -> None:
-    """Decode JPEG Baseline with Pillow (libjpeg-turbo) where it is installed.
-
-    pydicom tries GDCM first; on the 120-frame 480x640 pydicom-data loop Pillow gives
-    the same pixels about three times faster. Only datasets read here are changed: a
-    caller's own dataset keeps the caller's options.
-    """
-    from pydicom.pixels import get_decoder
-    from pydicom.uid import JPEGBaseline8Bit
-
-    if dataset.file_meta.TransferSyntaxUID != JPEGBaseline8Bit:
-        return
-    if "pillow" in get_decoder(JPEGBaseline8Bit).available_plugins:
-        dataset.pixel_array_options(decoding_plugin="pillow")
 
 
 def _decode_frames(dataset: Any, source: str, limits: ReadLimits) -> np.ndarray:

@@ -94,7 +94,7 @@ def bootstrap_ci(
     Returns:
         The metric on all rows with its interval.
     """
-    results = _bootstrap(
+    results = bootstrap_metrics(
         lambda *a: {"metric": _call_or_nan(metric_fn, *a)},
         [np.asarray(a) for a in arrays],
         groups=groups,
@@ -133,7 +133,7 @@ def classification_metrics(
         ``MetricCI`` per name in ``CLASSIFICATION_METRICS``.
     """
     y, p = _check_binary(y_true, prob)
-    return _bootstrap(
+    return bootstrap_metrics(
         lambda yy, pp: binary_scores(yy, pp, threshold=threshold),
         [y, p],
         groups=groups,
@@ -168,7 +168,7 @@ def regression_metrics(
     y = _as_finite_1d("y_true", y_true)
     pred = _as_finite_1d("y_pred", y_pred)
     _check_same_length({"y_true": y, "y_pred": pred})
-    return _bootstrap(
+    return bootstrap_metrics(
         regression_scores,
         [y, pred],
         groups=groups,
@@ -261,7 +261,7 @@ def bootstrap_indices(
         yield np.repeat(rows, times_drawn[inverse])
 
 
-def _bootstrap(
+def bootstrap_metrics(
     compute: Callable[..., Mapping[str, float]],
     arrays: list[np.ndarray],
     *,
@@ -270,6 +270,11 @@ def _bootstrap(
     seed: int,
     confidence: float,
 ) -> dict[str, MetricCI]:
+    """Percentile bootstrap CIs of every metric ``compute(*arrays)`` returns, by name.
+
+    All metrics share the same resamples (one pass); non-finite values of a metric in
+    a resample are skipped for that metric only.
+    """
     if not 0 < confidence < 1:
         raise ValueError(f'Argument "confidence" must be in (0, 1), got {confidence}')
     if n_resamples < 1:

@@ -151,8 +151,6 @@ def load_echonet_video(
     frame_rate = float(rate)
     times = np.arange(len(frames), dtype=np.float64) * (1000.0 / frame_rate)
     mask = np.ones(pixels.shape[1:3], dtype=bool)
-    for array in (pixels, times, mask):
-        array.flags.writeable = False
     return UltrasoundCine(
         frames=pixels,
         frame_times_ms=times,

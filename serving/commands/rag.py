@@ -11,17 +11,25 @@ import typer
 
 from serving.commands.progress import progress_bar
 
+# Options the RAG commands share, spelled once.
+ManifestOption = Annotated[Path, typer.Option("--manifest", help="The archive's manifest.csv.")]
+ClipConfigOption = Annotated[
+    str, typer.Option("--config", help="CLIP configuration: a name in configs/clip or a file.")
+]
+IndexUriOption = Annotated[
+    str | None,
+    typer.Option("--index", help="Case index folder or memory:// [default: DATA_DIR/case_index]."),
+]
+CheckpointOption = Annotated[
+    Path | None, typer.Option("--checkpoint", help="Local open_clip state dict to load.")
+]
+
 
 def clip_train(
-    manifest: Annotated[Path, typer.Option("--manifest", help="The archive's manifest.csv.")],
+    manifest: ManifestOption,
     out: Annotated[Path, typer.Option("--out", help="Folder for the fine-tuned checkpoint.")],
-    config: Annotated[
-        str, typer.Option("--config", help="CLIP configuration: a name in configs/clip or a file.")
-    ] = "clip_vit_b32",
-    checkpoint: Annotated[
-        Path | None,
-        typer.Option("--checkpoint", help="Start from this local open_clip state dict."),
-    ] = None,
+    config: ClipConfigOption = "clip_vit_b32",
+    checkpoint: CheckpointOption = None,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the pairs.")] = 5,
     lr: Annotated[float, typer.Option("--lr", min=0.0, help="AdamW learning rate.")] = 1e-4,
     batch_size: Annotated[
@@ -105,19 +113,10 @@ NOT_FOR_DIAGNOSTIC_USE = "Similar cases for research and education; not for diag
 
 
 def index(
-    manifest: Annotated[Path, typer.Option("--manifest", help="The archive's manifest.csv.")],
-    index_uri: Annotated[
-        str | None,
-        typer.Option(
-            "--index", help="Case index folder or memory:// [default: DATA_DIR/case_index]."
-        ),
-    ] = None,
-    clip_config: Annotated[
-        str, typer.Option("--config", help="CLIP configuration: a name in configs/clip or a file.")
-    ] = "clip_vit_b32",
-    checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", help="Local open_clip state dict to load.")
-    ] = None,
+    manifest: ManifestOption,
+    index_uri: IndexUriOption = None,
+    clip_config: ClipConfigOption = "clip_vit_b32",
+    checkpoint: CheckpointOption = None,
     modality: Annotated[
         str | None, typer.Option("--modality", help="Index only MR or US studies.")
     ] = None,
@@ -206,18 +205,9 @@ def search(
         bool,
         typer.Option("--adaptive/--no-adaptive", help="Cut the list at the largest score drop."),
     ] = True,
-    index_uri: Annotated[
-        str | None,
-        typer.Option(
-            "--index", help="Case index folder or memory:// [default: DATA_DIR/case_index]."
-        ),
-    ] = None,
-    clip_config: Annotated[
-        str, typer.Option("--config", help="CLIP configuration: the one the index was built with.")
-    ] = "clip_vit_b32",
-    checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", help="Local open_clip state dict to load.")
-    ] = None,
+    index_uri: IndexUriOption = None,
+    clip_config: ClipConfigOption = "clip_vit_b32",
+    checkpoint: CheckpointOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the hits as JSON.")] = False,
 ) -> None:
     """Find indexed cases similar to a study (image, plus report if given) or to a text.
