@@ -7,8 +7,9 @@ validation data by minimising log-loss (lightly L2-regularised; Newton's method)
 logistic regression rather than a convex weight because it also recalibrates: the vote
 of ten neighbours is not a probability, and its logit needs a scale the weight learns.
 
-Report the comparison on held-out sites (:func:`compare_fusion`): fit on validation
-sites, evaluate on the others.
+Report the comparison on held-out sites: :func:`compare_fusion` fits on validation sites
+and evaluates on the others; :func:`compare_fusion_leave_sites_out` does it once per site and
+pools the held-out probabilities.
 """
 
 from __future__ import annotations
@@ -195,24 +196,116 @@ def compare_fusion(
         "fused": fusion.predict(classifier_test, evidence_test),
     }
     y = _binary("y_test", y_test, len(classifier))
+    metrics, auc_gain = _score_methods(y, probabilities, groups_test, n_bins, n_resamples, seed)
+    return FusionComparison(metrics, auc_gain, fusion, retrieval_only)
+
+
+@dataclass(frozen=True)
+class LeaveSitesOutFusion:
+    """Fusion evaluated site by site: each site's cases scored by fits on the other sites.
+
+    Attributes:
+        metrics: Pooled over all sites, ``metrics[method][name]`` as in
+            :class:`FusionComparison`.
+        auc_gain: Fused minus classifier-only AUC, pooled, paired bootstrap CI.
+        per_site: Per held-out site, its fitted fusion and its case count.
+    """
+
+    metrics: dict[str, dict[str, MetricCI]]
+    auc_gain: MetricCI
+    per_site: dict[str, dict[str, object]]
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-serialisable summary."""
+        return {
+            "metrics": {
+                method: {name: ci.to_dict() for name, ci in values.items()}
+                for method, values in self.metrics.items()
+            },
+            "auc_gain_fused_minus_classifier": self.auc_gain.to_dict(),
+            "per_site": self.per_site,
+        }
+
+
+def compare_fusion_leave_sites_out(
+    y_true: ArrayLike,
+    classifier_prob: ArrayLike,
+    evidence: ArrayLike,
+    sites: ArrayLike,
+    *,
+    groups: ArrayLike | None = None,
+    n_bins: int = 10,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> LeaveSitesOutFusion:
+    """Classifier-only, retrieval-only and fused AUC and ECE on held-out sites.
+
+    For each site, the fusion and the retrieval-only scaling are fitted on the cases of
+    every other site and applied to that site's cases; the metrics pool all sites'
+    held-out probabilities. Inputs should themselves be out-of-site: classifier
+    probabilities from models that never saw the site (``mmdx evaluate --split
+    leave-sites-out``) and evidence from neighbours at other sites.
+
+    Args:
+        y_true: Labels in {0, 1}.
+        classifier_prob: Calibrated classifier probability per case.
+        evidence: Retrieval evidence per case.
+        sites: Site per case; at least two sites.
+        groups: Patient per case, to resample patients.
+        n_bins: ECE bins.
+        n_resamples: Bootstrap resamples.
+        seed: Seeds the resampling.
+    """
+    classifier = _probability("classifier_prob", classifier_prob)
+    y = _binary("y_true", y_true, len(classifier))
+    site_array = np.asarray(sites)
+    unique_sites = sorted(set(site_array.tolist()))
+    if len(site_array) != len(y) or len(unique_sites) < 2:
+        raise ValueError('Argument "sites" must give a site per case and name at least two sites')
+    evidence_array = _probability("evidence", evidence)
+    probabilities = {method: np.empty(len(y)) for method in METHODS}
+    per_site: dict[str, dict[str, object]] = {}
+    for site in unique_sites:
+        test = site_array == site
+        fusion = FusionModel.fit(classifier[~test], evidence_array[~test], y[~test])
+        retrieval_only = _fit_retrieval_only(evidence_array[~test], y[~test])
+        probabilities["classifier"][test] = classifier[test]
+        probabilities["retrieval"][test] = retrieval_only.predict(
+            np.full(int(test.sum()), 0.5), evidence_array[test]
+        )
+        probabilities["fused"][test] = fusion.predict(classifier[test], evidence_array[test])
+        per_site[str(site)] = {"n_cases": int(test.sum()), "fusion": asdict(fusion)}
+    metrics, auc_gain = _score_methods(y, probabilities, groups, n_bins, n_resamples, seed)
+    return LeaveSitesOutFusion(metrics, auc_gain, per_site)
+
+
+def _score_methods(
+    y: np.ndarray,
+    probabilities: dict[str, np.ndarray],
+    groups: ArrayLike | None,
+    n_bins: int,
+    n_resamples: int,
+    seed: int,
+) -> tuple[dict[str, dict[str, MetricCI]], MetricCI]:
+    """AUC and ECE per method, and the paired fused-minus-classifier AUC, same resamples."""
 
     def ece(yy: np.ndarray, pp: np.ndarray) -> float:
         return expected_calibration_error(yy, pp, n_bins)
 
     def with_ci(metric: Callable[..., float], *arrays: np.ndarray) -> MetricCI:
-        return bootstrap_ci(metric, *arrays, groups=groups_test, n_resamples=n_resamples, seed=seed)
+        return bootstrap_ci(metric, *arrays, groups=groups, n_resamples=n_resamples, seed=seed)
 
     metrics = {
         method: {
             "auc": classification_metrics(
-                y, prob, groups=groups_test, n_resamples=n_resamples, seed=seed
+                y, prob, groups=groups, n_resamples=n_resamples, seed=seed
             )["auc"],
             "ece": with_ci(ece, y, prob),
         }
         for method, prob in probabilities.items()
     }
-    auc_gain = with_ci(_auc_difference, y, probabilities["fused"], classifier)
-    return FusionComparison(metrics, auc_gain, fusion, retrieval_only)
+    auc_gain = with_ci(_auc_difference, y, probabilities["fused"], probabilities["classifier"])
+    return metrics, auc_gain
 
 
 def _fit_retrieval_only(evidence: ArrayLike, y_true: ArrayLike) -> FusionModel:

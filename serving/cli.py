@@ -11,6 +11,7 @@ import typer
 from serving.commands.archive import synth
 from serving.commands.models import evaluate, predict, train
 from serving.commands.rag import clip_train, index, search
+from serving.commands.rag_eval import rag_eval
 from serving.commands.studies import convert, deid
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ for command in (synth, convert, deid, train, evaluate, predict):
 app.command("clip-train")(clip_train)
 app.command("index")(index)
 app.command("search")(search)
+app.command("rag-eval")(rag_eval)
 
 
 def main() -> None:

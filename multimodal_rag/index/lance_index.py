@@ -84,7 +84,7 @@ class CaseIndex:
         cls,
         uri: str | Path,
         *,
-        embedding_dim: int,
+        embedding_dim: int | None = None,
         ann_threshold: int = 20_000,
         ann: AnnParams | None = None,
     ) -> CaseIndex:
@@ -93,16 +93,18 @@ class CaseIndex:
         Args:
             uri: A directory (``{data_dir}/case_index``) or ``memory://``.
             embedding_dim: Length of both embeddings; must match an existing table.
+                ``None`` opens an existing table for reading whatever its length.
             ann_threshold: Row count from which an ANN index is built; below it, exact search.
             ann: ANN index and search parameters.
 
         Raises:
-            ValueError: ``embedding_dim`` or ``ann_threshold`` invalid, or the existing table
-                was created with another embedding length.
+            ValueError: ``embedding_dim`` or ``ann_threshold`` invalid, the existing table
+                was created with another embedding length, or no table exists and
+                ``embedding_dim`` is ``None``.
         """
         import lancedb
 
-        if embedding_dim < 1:
+        if embedding_dim is not None and embedding_dim < 1:
             raise ValueError(f'Argument "embedding_dim" must be positive, got {embedding_dim}')
         if ann_threshold < 1:
             raise ValueError(f'Argument "ann_threshold" must be positive, got {ann_threshold}')
@@ -110,11 +112,14 @@ class CaseIndex:
         if TABLE_NAME in db.list_tables().tables:
             table = db.open_table(TABLE_NAME)
             existing = embedding_dim_of(table.schema)
-            if existing != embedding_dim:
+            if embedding_dim is not None and existing != embedding_dim:
                 raise ValueError(
                     f"The case index at {uri} holds {existing}-d embeddings, "
                     f'argument "embedding_dim" is {embedding_dim}'
                 )
+            embedding_dim = existing
+        elif embedding_dim is None:
+            raise ValueError(f"No case index at {uri}; build one with mmdx index")
         else:
             table = db.create_table(TABLE_NAME, schema=case_schema(embedding_dim))
         return cls(

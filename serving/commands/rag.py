@@ -137,7 +137,7 @@ def index(
     from multimodal_rag.index import CaseIndex
     from serving.settings import get_settings, load_deid_secret
 
-    chosen = _modality_option(modality)
+    chosen = modality_option(modality)
     settings = get_settings()
     uri = index_uri or str(settings.data_dir / "case_index")
     console = Console(stderr=True)
@@ -229,7 +229,7 @@ def search(
     if report is not None and study is None:
         typer.echo("error: --report goes with --study", err=True)
         raise typer.Exit(2)
-    chosen = _modality_option(modality)
+    chosen = modality_option(modality)
     uri = index_uri or str(get_settings().data_dir / "case_index")
     if "://" not in uri and not Path(uri).is_dir():
         typer.echo(f"error: no case index at {uri}; build one with mmdx index", err=True)
@@ -287,7 +287,7 @@ def search(
     typer.echo(NOT_FOR_DIAGNOSTIC_USE)
 
 
-def _modality_option(value: str | None) -> Literal["MR", "US"] | None:
+def modality_option(value: str | None) -> Literal["MR", "US"] | None:
     """The --modality value, upper-cased, or exit 2 naming the valid options."""
     if value is None:
         return None

@@ -6,26 +6,15 @@ from pathlib import Path
 
 import pytest
 
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "01_transfer_learning.ipynb"
+from tests.notebook_runner import execute_notebook, output_text
 
 
 @pytest.mark.slow
-def test_transfer_learning_notebook_runs() -> None:
-    import nbformat
-    from nbclient import NotebookClient
-
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(
-        notebook,
-        timeout=600,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(NOTEBOOK.parents[1])}},
-    )
-    client.execute()
-
-    outputs = [output for cell in notebook.cells for output in cell.get("outputs", [])]
-    text = "".join(output.get("text", "") for output in outputs)
+def test_transfer_learning_notebook_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    outputs = execute_notebook("01_transfer_learning.ipynb", tmp_path, monkeypatch)
+    text = output_text(outputs)
     assert "auc" in text and "95% CI" in text
     assert '"intended_use": "research; not for diagnostic use"' in text
     assert "split type: pooled random" in text
     assert any("image/png" in output.get("data", {}) for output in outputs)
+    assert (tmp_path / "bundle").is_dir()  # worked in the test's folder
