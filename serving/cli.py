@@ -13,6 +13,7 @@ from serving.commands.models import evaluate, predict, train
 from serving.commands.rag import clip_train, index, search
 from serving.commands.rag_eval import rag_eval
 from serving.commands.studies import convert, deid
+from serving.commands.users import users_app
 
 app = typer.Typer(
     help="mmdx: multimodal imaging diagnostic service (MRI and echo). Not for diagnostic use.",
@@ -25,6 +26,7 @@ app.command("clip-train")(clip_train)
 app.command("index")(index)
 app.command("search")(search)
 app.command("rag-eval")(rag_eval)
+app.add_typer(users_app, name="users")
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import secrets
 import stat
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -56,6 +57,76 @@ class DeidSettings(BaseModel):
         return value
 
 
+class ListenerSettings(BaseModel):
+    """The DICOM listener (C-ECHO and C-STORE SCP)."""
+
+    allowed_calling_ae_titles: list[str] = Field(
+        default_factory=list,
+        description="Calling AE titles accepted; empty accepts any (the listener binds "
+        "to loopback by default, so only local peers can reach it).",
+    )
+    stable_after_s: float = Field(
+        default=10.0, gt=0, description="A study is processed once no instance came for this long."
+    )
+    max_pdu_bytes: int = Field(default=262_144, ge=4096, description="Maximum PDU we receive.")
+
+
+class StowSettings(BaseModel):
+    """STOW-RS request limits."""
+
+    max_request_bytes: int = Field(
+        default=2 * 1024**3, ge=1024, description="Largest multipart request body accepted."
+    )
+    max_instance_bytes: int = Field(
+        default=1024**3, ge=1024, description="Largest single DICOM part accepted."
+    )
+
+
+class DestinationSettings(BaseModel):
+    """Where result SRs are sent: nowhere, a DICOM peer (C-STORE) or a STOW-RS endpoint."""
+
+    kind: Literal["none", "cstore", "stow"] = "none"
+    host: str = "127.0.0.1"
+    port: int = Field(default=4242, ge=1, le=65535)
+    ae_title: str = Field(default="ORTHANC", min_length=1, max_length=16)
+    stow_url: str | None = Field(default=None, description="Base DICOMweb URL for kind=stow.")
+
+
+class ModelSettings(BaseModel):
+    """What the service runs on each study."""
+
+    mri_bundle: Path | None = Field(
+        default=None, description="Model bundle for MR studies (AD vs CN); none: not classified."
+    )
+    echo_bundle: Path | None = Field(
+        default=None, description="Model bundle for US studies (EF, reduced EF)."
+    )
+    clip_config: str = Field(
+        default="clip_vit_b32", description="Embedder: a name in configs/clip or a file."
+    )
+    clip_checkpoint: Path | None = Field(
+        default=None, description="Local open_clip state dict (e.g. from mmdx clip-train)."
+    )
+    similar_cases: int = Field(default=10, ge=1, le=100, description="Most similar cases shown.")
+    explain: bool = Field(default=True, description="Compute Grad-CAM heat maps.")
+
+
+class ServeSettings(BaseModel):
+    """Ray Serve topology knobs (configs/serve/*.yaml carries the same for `serve deploy`)."""
+
+    max_batch_size: int = Field(default=8, ge=1, description="Studies per model call.")
+    batch_wait_timeout_s: float = Field(
+        default=0.05, ge=0, description="How long a batch waits to fill."
+    )
+    num_gpus_per_model: float = Field(
+        default=0.0, ge=0, le=1, description="Fraction of a GPU per model replica."
+    )
+    max_ongoing_requests: int = Field(default=16, ge=1)
+    max_queued_requests: int = Field(
+        default=64, ge=-1, description="Beyond this the ingress answers 503 (-1: unbounded)."
+    )
+
+
 class Settings(BaseSettings):
     """Settings of one mmdx installation (the embedded default unless told otherwise)."""
 
@@ -67,8 +138,28 @@ class Settings(BaseSettings):
     dicom_host: str = "127.0.0.1"
     dicom_port: int = Field(default=11112, ge=1, le=65535)
     dicom_ae_title: str = Field(default="MMDX", min_length=1, max_length=16)
+    catalog_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the catalog; default sqlite:///{data_dir}/catalog.sqlite. "
+        "PostgreSQL: postgresql+psycopg://user@host/db.",
+    )
     synth: SynthSettings = SynthSettings()
     deid: DeidSettings = DeidSettings()
+    listener: ListenerSettings = ListenerSettings()
+    stow: StowSettings = StowSettings()
+    destination: DestinationSettings = DestinationSettings()
+    models: ModelSettings = ModelSettings()
+    serve: ServeSettings = ServeSettings()
+
+    @property
+    def resolved_catalog_url(self) -> str:
+        """The catalog URL, defaulting to a SQLite file in the data directory."""
+        return self.catalog_url or f"sqlite:///{self.data_dir / 'catalog.sqlite'}"
+
+    @property
+    def store_dir(self) -> Path:
+        """Where received DICOM instances are kept (one folder per study)."""
+        return self.data_dir / "store"
 
     @classmethod
     def settings_customise_sources(
