@@ -102,7 +102,7 @@ def predict_path(
     result["explanation"] = None
     if explain:
         mark = time.perf_counter()
-        result["explanation"] = _explain(loaded, x, result, method, out_dir, decoded)
+        result["explanation"] = explain_prediction(loaded, x, result, method, out_dir, decoded)
         timing["explain"] = _elapsed_ms(mark)
     timing["total"] = _elapsed_ms(started)
     result["timing_ms"] = timing
@@ -164,7 +164,7 @@ def interpret_outputs(outputs: np.ndarray, bundle: LoadedBundle) -> dict[str, An
     return result
 
 
-def _explain(
+def explain_prediction(
     bundle: LoadedBundle,
     x: torch.Tensor,
     result: dict[str, Any],
@@ -172,6 +172,16 @@ def _explain(
     out_dir: str | Path | None,
     decoded: DecodedInput,
 ) -> dict[str, Any]:
+    """Heat map of what drove ``result``'s label (EF models: the reduced-EF output).
+
+    Args:
+        bundle: The bundle that produced ``result``.
+        x: The preprocessed input, ``(1, C, ...)``.
+        result: The prediction (its ``label`` picks the target class).
+        method: ``"gradcam"`` or ``"occlusion"``.
+        out_dir: Where the PNG overlays go; None writes no file.
+        decoded: The decoded study (its image is the overlays' background).
+    """
     from imaging.explain import explain, save_overlays
 
     task = bundle.config.task

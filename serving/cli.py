@@ -9,9 +9,11 @@ from __future__ import annotations
 import typer
 
 from serving.commands.archive import synth
+from serving.commands.listen import listen
 from serving.commands.models import evaluate, predict, train
 from serving.commands.rag import clip_train, index, search
 from serving.commands.rag_eval import rag_eval
+from serving.commands.serve import serve_command
 from serving.commands.studies import convert, deid
 from serving.commands.users import users_app
 
@@ -20,12 +22,13 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-for command in (synth, convert, deid, train, evaluate, predict):
+for command in (synth, convert, deid, train, evaluate, predict, listen):
     app.command()(command)
 app.command("clip-train")(clip_train)
 app.command("index")(index)
 app.command("search")(search)
 app.command("rag-eval")(rag_eval)
+app.command("serve")(serve_command)
 app.add_typer(users_app, name="users")
 
 

@@ -228,6 +228,15 @@ def _check_pixel_data(dataset: Any, layout: PixelLayout, source: str) -> None:
             raise PixelDataError(
                 source, f"{fragments} pixel data fragments for {layout.frames} frames"
             )
+    else:
+        expected, actual = layout.decoded_bytes, len(dataset.PixelData)
+        # An odd length is padded to even; anything else is a lie of the attributes,
+        # and surplus bytes would be stored (and served) for nothing.
+        if actual not in (expected, expected + expected % 2):
+            raise PixelDataError(
+                source,
+                f"(7FE0,0010) PixelData holds {actual} bytes, the image attributes need {expected}",
+            )
     try:
         get_decoder(transfer_syntax).as_array(dataset, index=0)
     except Exception as exc:  # decoder plugins raise their own types

@@ -121,6 +121,12 @@ class ServeSettings(BaseModel):
     num_gpus_per_model: float = Field(
         default=0.0, ge=0, le=1, description="Fraction of a GPU per model replica."
     )
+    num_cpus_per_replica: float = Field(
+        default=0.5,
+        ge=0,
+        description="Logical CPUs Ray reserves per replica; 0.5 lets the four replicas of "
+        "the embedded default share a 2-core machine.",
+    )
     max_ongoing_requests: int = Field(default=16, ge=1)
     max_queued_requests: int = Field(
         default=64, ge=-1, description="Beyond this the ingress answers 503 (-1: unbounded)."

@@ -297,7 +297,9 @@ class ListenerHandlers:
             return failure_status(code, f"ingest failed: {type(exc).__name__}")
         if not result.accepted:
             path.unlink(missing_ok=True)
-            logger.warning("%s refused: %s", source, result.reason)
+            # The reason may quote header values (names, hostile UIDs): debug level only.
+            logger.warning("%s refused", source)
+            logger.debug("%s refused: %s", source, result.reason)
         else:
             logger.debug("%s %s: %s", source, result.status, result.sop_instance_uid)
         return store_status(result, str(request.AffectedSOPClassUID))

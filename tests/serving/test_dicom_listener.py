@@ -10,10 +10,12 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -24,7 +26,7 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 
 from imaging.synthetic.mr_dicom import write_mr_series
-from serving.dicom_listener import DicomListener
+from serving.dicom_listener import DicomListener, handlers
 from serving.dicom_listener.contexts import STUDY_ROOT_FIND, VERIFICATION
 from serving.dicom_listener.handlers import (
     FindRequest,
@@ -412,7 +414,16 @@ def test_find_failures_and_cap(tmp_path: Path) -> None:
     assert still_answers == 0x0000
 
 
-def test_find_stops_at_c_cancel(tmp_path: Path) -> None:
+def test_find_stops_at_c_cancel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each match takes 5 ms to build, so the cancel always arrives while matches remain
+    # (without this, a busy client may read all 1000 before its cancel is seen).
+    build_match = handlers.match_identifier
+
+    def slow_match(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.005)
+        return build_match(*args, **kwargs)
+
+    monkeypatch.setattr(handlers, "match_identifier", slow_match)
     query = FakeQuery([{"StudyInstanceUID": f"1.2.{n}"} for n in range(1000)])
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "STUDY"

@@ -174,7 +174,7 @@ def test_bad_objects_are_refused_with_reasons(
         edited(mr, folder, SeriesInstanceUID="1.2/../3"): "SeriesInstanceUID '1.2/../3'",
         edited(us, folder, NumberOfFrames=frames + 1): f"lists {frames} frames",
         edited(us, folder, PixelData=encapsulate([b"\xff\xd8 junk"] * frames)): "do not decode",
-        edited(mr, folder, PixelData=b"\x00" * 100): "less than expected",
+        edited(mr, folder, PixelData=b"\x00" * 100): "PixelData holds 100 bytes",
         edited(mr, folder, Rows=None): "Rows is missing",
     }
     for path, reason in cases.items():

@@ -1,0 +1,88 @@
+"""Starting (or attaching to) Ray for the service, with token authentication on.
+
+Ray's internal processes (GCS, raylet, dashboard agent) bind every interface whatever node
+address is given, so loopback binding alone does not keep strangers out: the embedded
+default turns Ray's token authentication on (``RAY_AUTH_MODE=token``) with a random token
+kept in ``{data_dir}/secrets/ray_token`` (mode 0600), and every Ray process this one
+starts inherits it. Attaching to an existing cluster (``--address``) uses whatever token
+the environment or ``~/.ray/auth_token`` provides, as Ray does.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from serving.settings import Settings
+
+RAY_NAMESPACE = "mmdx"
+
+
+def ray_token_path(settings: Settings) -> Path:
+    """Where the embedded default keeps its Ray token."""
+    return settings.data_dir / "secrets" / "ray_token"
+
+
+def ensure_ray_token(path: Path) -> Path:
+    """Create the token file once (64 hex characters, mode 0600) and check its mode after.
+
+    Raises:
+        PermissionError: The file is readable by other users.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(descriptor, "w") as token_file:
+            token_file.write(secrets.token_hex(32))
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise PermissionError(f"{path} is readable by other users (mode {mode:o}); chmod 600 it")
+    return path
+
+
+def start_ray(
+    settings: Settings, *, address: str | None = None, num_cpus: int | None = None
+) -> None:
+    """Start a local Ray on loopback with token auth, or attach to ``address``.
+
+    Args:
+        settings: The service settings (data directory for the token).
+        address: An existing cluster (``"auto"``, ``"ray://..."``, ``"HOST:PORT"``).
+        num_cpus: CPUs the local Ray may use (default: all).
+    """
+    if address is None:
+        # Before `import ray`: Ray reads its auth mode into a cached config at import.
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(ensure_ray_token(ray_token_path(settings)))
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address is None:
+        ray.init(
+            namespace=RAY_NAMESPACE,
+            _node_ip_address="127.0.0.1",
+            dashboard_host="127.0.0.1",
+            include_dashboard=True,
+            num_cpus=num_cpus,
+            log_to_driver=False,
+        )
+    else:
+        ray.init(address=address, namespace=RAY_NAMESPACE, log_to_driver=False)
+
+
+def stop_ray() -> None:
+    """Shut Serve and Ray down (what this process started)."""
+    import ray
+    from ray import serve
+
+    if ray.is_initialized():
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
