@@ -86,14 +86,16 @@ class SimilarCasesDeployment:
         batching: dict[str, Any] | None = None,
     ) -> None:
         from multimodal_rag.embedding import create_embedder
-        from multimodal_rag.index import CaseIndex
+        from multimodal_rag.index import CaseIndex, ServingSearcher
         from serving.pipeline.similar_cases import SimilarCaseFinder
 
         embedder = create_embedder(
             clip_config, checkpoint=Path(clip_checkpoint) if clip_checkpoint else None
         )
-        index = CaseIndex.open(index_dir, embedding_dim=embedder.embed_dim)
-        self._finder = SimilarCaseFinder(embedder, index, k=k)
+        table = CaseIndex.open(index_dir, embedding_dim=embedder.embed_dim)
+        # FAISS graphs next to the table once it is large (see ServingSearcher).
+        searcher = ServingSearcher.open(table, Path(index_dir).with_name("case_index_serving"))
+        self._finder = SimilarCaseFinder(embedder, searcher, k=k)
         _set_batching(self._embed, batching or {})
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:

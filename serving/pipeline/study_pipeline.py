@@ -196,12 +196,13 @@ class StudyPipeline:
         index_dir = settings.data_dir / "case_index"
         if index_dir.is_dir():
             from multimodal_rag.embedding import create_embedder
-            from multimodal_rag.index import CaseIndex
+            from multimodal_rag.index import CaseIndex, ServingSearcher
             from serving.pipeline.similar_cases import SimilarCaseFinder
 
             embedder = create_embedder(models.clip_config, checkpoint=models.clip_checkpoint)
-            index = CaseIndex.open(index_dir, embedding_dim=embedder.embed_dim)
-            finder = SimilarCaseFinder(embedder, index, k=models.similar_cases)
+            table = CaseIndex.open(index_dir, embedding_dim=embedder.embed_dim)
+            searcher = ServingSearcher.open(table, index_dir.with_name("case_index_serving"))
+            finder = SimilarCaseFinder(embedder, searcher, k=models.similar_cases)
         results = settings.data_dir / "results"
         return cls(
             store,
