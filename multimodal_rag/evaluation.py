@@ -39,6 +39,7 @@ def rank_neighbours(
     patient_ids: ArrayLike,
     *,
     metric: Literal["cosine", "euclidean"] = "cosine",
+    sites: ArrayLike | None = None,
 ) -> list[np.ndarray]:
     """For each row, the other patients' rows ordered from most to least similar.
 
@@ -46,6 +47,8 @@ def rank_neighbours(
         features: ``(n, d)`` embeddings (cosine) or classifier features (euclidean).
         patient_ids: ``(n,)`` patient (pseudonym) per row; same-patient rows are excluded.
         metric: ``"cosine"`` (rows are normalised here) or ``"euclidean"``.
+        sites: ``(n,)`` site per row; when given, same-site rows are excluded too, so
+            that scanner or site appearance cannot stand in for the label.
 
     Returns:
         Per row, candidate row indices best first; ties keep index order.
@@ -60,10 +63,14 @@ def rank_neighbours(
         distance = squared[:, None] + squared[None, :] - 2 * (x @ x.T)
     else:
         raise ValueError(f'Argument "metric" must be "cosine" or "euclidean", got {metric!r}')
+    site_array = None if sites is None else _as_1d("sites", sites, len(x))
     rankings = []
     for i in range(len(x)):
         order = np.argsort(distance[i], kind="stable")
-        rankings.append(order[patients[order] != patients[i]])
+        keep = patients[order] != patients[i]
+        if site_array is not None:
+            keep &= site_array[order] != site_array[i]
+        rankings.append(order[keep])
     return rankings
 
 
@@ -127,9 +134,13 @@ def embedding_retrieval_metrics(
     k: int = 10,
     n_resamples: int = 1000,
     seed: int = 0,
+    sites: ArrayLike | None = None,
 ) -> dict[str, MetricCI]:
-    """Leave-one-patient-out same-label retrieval by cosine similarity of embeddings."""
-    rankings = rank_neighbours(embeddings, patient_ids, metric="cosine")
+    """Leave-one-patient-out same-label retrieval by cosine similarity of embeddings.
+
+    With ``sites``, each query's candidates come from other sites only.
+    """
+    rankings = rank_neighbours(embeddings, patient_ids, metric="cosine", sites=sites)
     return _metrics_from_rankings(rankings, labels, patient_ids, k, n_resamples, seed)
 
 
@@ -174,8 +185,12 @@ def random_baseline(
     k: int = 10,
     seed: int = 0,
     n_resamples: int = 1000,
+    sites: ArrayLike | None = None,
 ) -> dict[str, MetricCI]:
     """Retrieval with each query's candidates in a seeded random order.
+
+    With ``sites``, the candidates are other sites' cases only (as for
+    :func:`embedding_retrieval_metrics` with sites).
 
     Its expected precision@k is the prevalence of the query's label among the candidates
     and its expected recall@k is ``k / n_candidates``: the floor any embedding must beat.
@@ -183,7 +198,11 @@ def random_baseline(
     patients = _as_1d("patient_ids", patient_ids, len(labels))
     rng = np.random.default_rng(seed)
     rows = np.arange(len(patients))
-    rankings = [rng.permutation(rows[patients != patients[i]]) for i in rows]
+    allowed = patients[None, :] != patients[:, None]
+    if sites is not None:
+        site_array = _as_1d("sites", sites, len(patients))
+        allowed &= site_array[None, :] != site_array[:, None]
+    rankings = [rng.permutation(rows[allowed[i]]) for i in rows]
     return _metrics_from_rankings(rankings, labels, patient_ids, k, n_resamples, seed)
 
 

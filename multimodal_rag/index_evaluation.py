@@ -175,6 +175,16 @@ def evaluate_modality(
         ),
         "random": _as_dicts(random_baseline(cases.labels, cases.patients, **common)),
     }
+    if len(set(cases.sites.tolist())) > 1:
+        # Candidates from other sites only: what is left when the site cannot help.
+        summary["image_to_image_other_sites"] = _as_dicts(
+            embedding_retrieval_metrics(
+                cases.image_embeddings, cases.labels, cases.patients, sites=cases.sites, **common
+            )
+        )
+        summary["random_other_sites"] = _as_dicts(
+            random_baseline(cases.labels, cases.patients, sites=cases.sites, **common)
+        )
     if classifier_prob is not None:
         summary["classifier_features"] = _as_dicts(
             classifier_feature_baseline(classifier_prob, cases.labels, cases.patients, **common)

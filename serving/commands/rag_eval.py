@@ -104,6 +104,11 @@ def _print_modality(name: str, result: dict[str, Any]) -> None:
     arms = [("image embedding", "image_to_image"), ("random", "random")]
     if "classifier_features" in result:
         arms.append(("classifier output", "classifier_features"))
+    if "image_to_image_other_sites" in result:
+        arms += [
+            ("image, other sites", "image_to_image_other_sites"),
+            ("random, other sites", "random_other_sites"),
+        ]
     for title, key in arms:
         metrics = result[key]
         typer.echo(

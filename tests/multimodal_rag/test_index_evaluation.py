@@ -119,3 +119,18 @@ def test_bad_prediction_files_are_refused_with_the_reason(tmp_path: Path) -> Non
     out_of_range.write_text("study_instance_uid,calibrated_score\n1.2.3,0.4\n1.2.4,1.7\n")
     with pytest.raises(ValueError, match="line 3"):
         read_classifier_probabilities(out_of_range, SECRET)
+
+
+def test_other_sites_metrics_drop_a_label_carried_only_by_the_site() -> None:
+    # The embedding encodes the site, and each site holds one label: same-site retrieval
+    # looks perfect, other-site retrieval finds the opposite label every time.
+    rng = np.random.default_rng(4)
+    sites = [f"S{i % 2}" for i in range(40)]
+    centres = {"S0": np.array([1.0, 0.0]), "S1": np.array([0.0, 1.0])}
+    vectors = np.array([centres[s] + 0.05 * rng.standard_normal(2) for s in sites])
+    labels = ["AD" if s == "S0" else "CN" for s in sites]
+    cases = matrix(vectors, labels, [f"p{i}" for i in range(40)], sites)
+    summary = evaluate_modality(cases, positive_label="AD", k=5, n_resamples=100)
+    assert summary["image_to_image"]["precision_at_k"]["value"] == 1.0
+    assert summary["image_to_image_other_sites"]["precision_at_k"]["value"] == 0.0
+    assert summary["random_other_sites"]["precision_at_k"]["value"] == 0.0
