@@ -11,11 +11,9 @@ the environment or ``~/.ray/auth_token`` provides, as Ray does.
 from __future__ import annotations
 
 import os
-import secrets
-import stat
 from pathlib import Path
 
-from serving.settings import Settings
+from serving.settings import Settings, ensure_secret_file
 
 RAY_NAMESPACE = "mmdx"
 
@@ -23,26 +21,6 @@ RAY_NAMESPACE = "mmdx"
 def ray_token_path(settings: Settings) -> Path:
     """Where the embedded default keeps its Ray token."""
     return settings.data_dir / "secrets" / "ray_token"
-
-
-def ensure_ray_token(path: Path) -> Path:
-    """Create the token file once (64 hex characters, mode 0600) and check its mode after.
-
-    Raises:
-        PermissionError: The file is readable by other users.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(descriptor, "w") as token_file:
-            token_file.write(secrets.token_hex(32))
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise PermissionError(f"{path} is readable by other users (mode {mode:o}); chmod 600 it")
-    return path
 
 
 def start_ray(
@@ -58,7 +36,7 @@ def start_ray(
     if address is None:
         # Before `import ray`: Ray reads its auth mode into a cached config at import.
         os.environ["RAY_AUTH_MODE"] = "token"
-        os.environ["RAY_AUTH_TOKEN_PATH"] = str(ensure_ray_token(ray_token_path(settings)))
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(ensure_secret_file(ray_token_path(settings)))
     import ray
 
     if ray.is_initialized():

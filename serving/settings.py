@@ -199,7 +199,19 @@ def load_deid_secret(settings: Settings) -> bytes:
     """
     if settings.deid.secret is not None:
         return settings.deid.secret.get_secret_value().encode()
-    path = settings.data_dir / "secrets" / "deid.key"
+    path = ensure_secret_file(settings.data_dir / "secrets" / "deid.key")
+    key = path.read_text().strip().encode()
+    if len(key) < MIN_DEID_SECRET_BYTES:
+        raise ValueError(f"{path} holds {len(key)} bytes, fewer than {MIN_DEID_SECRET_BYTES}")
+    return key
+
+
+def ensure_secret_file(path: Path) -> Path:
+    """Create ``path`` once with 32 random bytes (hex), mode 0600; check its mode after.
+
+    Raises:
+        PermissionError: The file is readable by other users.
+    """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         # O_EXCL: two processes starting at once cannot both create (and differ).
@@ -207,12 +219,9 @@ def load_deid_secret(settings: Settings) -> bytes:
     except FileExistsError:
         pass
     else:
-        with os.fdopen(descriptor, "w") as key_file:
-            key_file.write(secrets.token_hex(32) + "\n")
+        with os.fdopen(descriptor, "w") as secret_file:
+            secret_file.write(secrets.token_hex(32) + "\n")
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
         raise PermissionError(f"{path} is readable by other users (mode {mode:o}); chmod 600 it")
-    key = path.read_text().strip().encode()
-    if len(key) < MIN_DEID_SECRET_BYTES:
-        raise ValueError(f"{path} holds {len(key)} bytes, fewer than {MIN_DEID_SECRET_BYTES}")
-    return key
+    return path

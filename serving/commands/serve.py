@@ -101,13 +101,4 @@ def remote_pipeline(settings: Settings, store: StudyStore) -> StudyPipeline:
         finder = RemoteCaseFinder(
             serve.get_deployment_handle(SIMILAR_CASES_NAME, app_name=APP_NAME)
         )
-    results = settings.data_dir / "results"
-    return StudyPipeline(
-        store,
-        classifiers=classifiers,
-        finder=finder,
-        destination=settings.destination,
-        explanations_dir=results / "explanations",
-        sr_dir=results / "sr",
-        explain=models.explain,
-    )
+    return StudyPipeline.with_settings(settings, store, classifiers=classifiers, finder=finder)

@@ -203,6 +203,25 @@ class StudyPipeline:
             table = CaseIndex.open(index_dir, embedding_dim=embedder.embed_dim)
             searcher = ServingSearcher.open(table, index_dir.with_name("case_index_serving"))
             finder = SimilarCaseFinder(embedder, searcher, k=models.similar_cases)
+        return cls.with_settings(
+            settings, store, classifiers=classifiers, finder=finder, sr_sender=sr_sender
+        )
+
+    @classmethod
+    def with_settings(
+        cls,
+        settings: Settings,
+        store: StudyStore,
+        *,
+        classifiers: Mapping[str, SeriesClassifier],
+        finder: CaseFinder | None,
+        sr_sender: SrSender = send_sr,
+    ) -> StudyPipeline:
+        """A pipeline over the given models, everything else from the settings.
+
+        Explanations and SRs are kept under ``data_dir/results``; SRs go to
+        ``destination``. The service passes models that live in Serve deployments.
+        """
         results = settings.data_dir / "results"
         return cls(
             store,
@@ -211,7 +230,7 @@ class StudyPipeline:
             destination=settings.destination,
             explanations_dir=results / "explanations",
             sr_dir=results / "sr",
-            explain=models.explain,
+            explain=settings.models.explain,
             sr_sender=sr_sender,
         )
 
