@@ -2,12 +2,13 @@
 # Installs the Debian packages that the tests and the demo use as real peers:
 # dcmtk (storescu, echoscu, findscu, storescp, dsrdump), dicom3tools (dciodvfy),
 # dcm2niix, Orthanc with its DICOMweb plugin, Chromium for browser tests,
-# iproute2 for the network namespaces that integration tests run in, and
-# mricron-data (the Colin27 brain). Skips apt entirely when everything is there,
+# iproute2 for the network namespaces that integration tests run in,
+# mricron-data (the Colin27 brain), and PostgreSQL (the scale-out catalog's tests run
+# a private server on a Unix socket). Skips apt entirely when everything is there,
 # so it is safe and fast to rerun.
 set -euo pipefail
 
-packages=(dcmtk dicom3tools dcm2niix orthanc orthanc-dicomweb chromium iproute2 mricron-data)
+packages=(dcmtk dicom3tools dcm2niix orthanc orthanc-dicomweb chromium iproute2 mricron-data postgresql)
 
 missing=()
 for package in "${packages[@]}"; do
