@@ -54,13 +54,19 @@ def start_ray(
         ray.init(address=address, namespace=RAY_NAMESPACE, log_to_driver=False)
 
 
-def stop_ray() -> None:
-    """Shut Serve and Ray down (what this process started)."""
+def stop_ray(*, attached: bool, app_name: str) -> None:
+    """Undo what this process did: on a cluster it attached to, delete only its Serve
+    application (other applications and the cluster stay); on its own local Ray, shut
+    Serve and Ray down."""
     import ray
     from ray import serve
 
-    if ray.is_initialized():
-        try:
+    if not ray.is_initialized():
+        return
+    try:
+        if attached:
+            serve.delete(app_name)
+        else:
             serve.shutdown()
-        finally:
-            ray.shutdown()
+    finally:
+        ray.shutdown()

@@ -44,11 +44,14 @@ def serve_command(
     logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     settings = get_settings()
+    # Ray reads its auth mode at import: nothing may import ray before start_ray.
     start_ray(settings, address=address, num_cpus=num_cpus)
+    from serving.deployments.app import APP_NAME
+
     try:
         _serve(settings)
     finally:
-        stop_ray()
+        stop_ray(attached=address is not None, app_name=APP_NAME)
 
 
 def _serve(settings: Settings) -> None:

@@ -14,6 +14,8 @@ Topology (deployment names are what the job runner looks up by handle):
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, cast
 
 from fastapi import FastAPI
@@ -61,9 +63,11 @@ def build_app(args: dict[str, Any] | None = None, settings: Settings | None = No
         "max_batch_size": serve_settings.max_batch_size,
         "batch_wait_timeout_s": serve_settings.batch_wait_timeout_s,
     }
+    runtime_env = {"env_vars": replica_environment(settings)}
     actor_options = {
         "num_cpus": serve_settings.num_cpus_per_replica,
         "num_gpus": serve_settings.num_gpus_per_model,
+        "runtime_env": runtime_env,
     }
     models = settings.models
     bound: dict[str, Any] = {}
@@ -98,12 +102,34 @@ def build_app(args: dict[str, Any] | None = None, settings: Settings | None = No
     return (
         _deployment(Ingress)
         .options(
-            ray_actor_options={"num_cpus": serve_settings.num_cpus_per_replica},
+            ray_actor_options={
+                "num_cpus": serve_settings.num_cpus_per_replica,
+                "runtime_env": runtime_env,
+            },
             max_ongoing_requests=serve_settings.max_ongoing_requests,
             max_queued_requests=serve_settings.max_queued_requests,
         )
         .bind(**bound)
     )
+
+
+def replica_environment(settings: Settings) -> dict[str, str]:
+    """The ``MMDX_*`` variables every replica gets, so that it sees the driver's settings.
+
+    Replicas start from the raylet's environment, which on an existing cluster is not
+    this process's, and from another working folder: the data folder and the settings
+    file go as absolute paths. Secrets (``*SECRET*``) stay out: no replica needs them,
+    and a runtime environment is readable by whoever may read the cluster's state.
+    """
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name.startswith("MMDX_") and "SECRET" not in name
+    }
+    environment["MMDX_DATA_DIR"] = str(settings.data_dir.resolve())
+    if "MMDX_CONFIG" in environment:
+        environment["MMDX_CONFIG"] = str(Path(environment["MMDX_CONFIG"]).resolve())
+    return environment
 
 
 def _deployment(decorated: object) -> Deployment:
