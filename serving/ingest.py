@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -71,14 +72,23 @@ class InstanceIngestor:
         """
         path = Path(path)
         received = path.resolve().parent == self._temp_dir
+        # A received file is complete and will be stored if it passes the checks: its
+        # flush to disk starts now and runs while it is read and checked.
+        synced = self._store.sync_soon(path) if received else None
         try:
-            return self._ingest(path, source, received, received_via, calling_ae)
+            return self._ingest(path, source, received, synced, received_via, calling_ae)
         finally:
             if received:
                 path.unlink(missing_ok=True)
 
     def _ingest(
-        self, path: Path, source: str, received: bool, received_via: str, calling_ae: str | None
+        self,
+        path: Path,
+        source: str,
+        received: bool,
+        synced: Future[None] | None,
+        received_via: str,
+        calling_ae: str | None,
     ) -> IngestResult:
         try:
             dataset = read_dicom(path, limits=self._limits)
@@ -103,14 +113,14 @@ class InstanceIngestor:
             return _refused(source, exc, **identity)
 
         with self._store.instance_lock(uids["SOPInstanceUID"]):
-            if self._catalog.has_instance(uids["SOPInstanceUID"]):
+            known = self._catalog.lookup_instance(uids["SOPInstanceUID"], uids["SeriesInstanceUID"])
+            if known.catalogued:
                 return IngestResult(status="duplicate", source=source, **identity)
-            owner = self._catalog.series_study_uid(uids["SeriesInstanceUID"])
-            if owner not in (None, uids["StudyInstanceUID"]):
+            if known.series_study_uid not in (None, uids["StudyInstanceUID"]):
                 reason = "(0020,000E) SeriesInstanceUID is already stored under another study"
                 return _refused(source, DicomReadError(source, reason), **identity)
             try:
-                stored = self._store_file(path, received, uids)
+                stored = self._store_file(path, received, synced, uids)
             except OSError as exc:
                 logger.error("storage failure for %s: %s", source, exc.strerror)
                 reason = f"storage failure: {exc.strerror or exc}"
@@ -137,18 +147,25 @@ class InstanceIngestor:
         logger.debug("stored %s (%s) via %s", source, uids["SOPInstanceUID"], received_via)
         return IngestResult(status="stored", source=source, **identity)
 
-    def _store_file(self, path: Path, received: bool, uids: dict[str, str]) -> Path:
-        """Move (or, for a file outside the store, copy) ``path`` into the store."""
+    def _store_file(
+        self, path: Path, received: bool, synced: Future[None] | None, uids: dict[str, str]
+    ) -> Path:
+        """Move (or, for a file outside the store, copy) ``path`` into the store.
+
+        ``synced`` is the flush already started for a received file.
+        """
         staged = path
         if not received:
             staged = self._store.new_temp_file()
             shutil.copyfile(path, staged)
+            synced = None
         try:
             return self._store.put(
                 staged,
                 study_instance_uid=uids["StudyInstanceUID"],
                 series_instance_uid=uids["SeriesInstanceUID"],
                 sop_instance_uid=uids["SOPInstanceUID"],
+                synced=synced,
             )
         finally:
             if staged != path:

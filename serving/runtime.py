@@ -151,6 +151,7 @@ class IngestRuntime:
         if self._ticker is not None:
             self._ticker.join(timeout_s)
             self._ticker = None
+        self.store.close()
         self.catalog.close()
 
     def wait(self, timeout_s: float | None = None) -> int | None:

@@ -7,7 +7,9 @@ an absolute path) can never name a file outside the store.
 A file is made durable before :meth:`StudyStore.put` returns: its bytes are fsynced,
 it is renamed into place (atomic on one filesystem: a reader sees the old file or the
 new one, never half of one), and the folders whose entries changed are fsynced, so a
-crash after a success status was sent cannot lose the instance.
+crash after a success status was sent cannot lose the instance. The first of those
+flushes can be started early (:meth:`StudyStore.sync_soon`), so that it runs while the
+caller validates the file; ``put`` still waits for it before the rename.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,6 +35,8 @@ INCOMING_DIR = ".incoming"
 LOCKS_DIR = ".locks"
 _LOCK_STRIPES = 256
 _MAX_REMEMBERED_DIRS = 10_000
+# Flushes started early run on this many threads; more concurrent receives queue.
+_SYNC_WORKERS = 8
 
 
 def check_uid(value: str, name: str) -> str:
@@ -81,6 +86,8 @@ class StudyStore:
         # Folders known to exist with their entry durable in the parent folder.
         self._durable_dirs: set[Path] = {self.root}
         self._dirs_lock = threading.Lock()
+        # Threads start on first use, so a store that never syncs early costs nothing.
+        self._syncer = ThreadPoolExecutor(_SYNC_WORKERS, thread_name_prefix="mmdx-store-sync")
 
     def temp_dir(self) -> Path:
         """A folder on the store's filesystem for files being received."""
@@ -91,6 +98,29 @@ class StudyStore:
         descriptor, name = tempfile.mkstemp(suffix=suffix, dir=self._incoming)
         os.close(descriptor)
         return Path(name)
+
+    def sync_soon(self, temp_path: Path) -> Future[None]:
+        """Start flushing a complete received file's bytes to disk, in the background.
+
+        Pass the returned future to :meth:`put` as ``synced``. The flush (a few
+        milliseconds on a busy disk) then overlaps whatever the caller does meanwhile,
+        such as reading and checking the file, instead of adding to it. The file must
+        not be written to after this call.
+        """
+        try:
+            return self._syncer.submit(_fsync_path, temp_path)
+        except RuntimeError:  # closed, or the interpreter is exiting: flush here instead
+            done: Future[None] = Future()
+            try:
+                _fsync_path(temp_path)
+                done.set_result(None)
+            except OSError as exc:
+                done.set_exception(exc)
+            return done
+
+    def close(self) -> None:
+        """Wait for flushes in progress and stop their threads (an idle store has none)."""
+        self._syncer.shutdown(wait=True)
 
     def path_for(
         self, study_instance_uid: str, series_instance_uid: str, sop_instance_uid: str
@@ -118,11 +148,14 @@ class StudyStore:
         study_instance_uid: str,
         series_instance_uid: str,
         sop_instance_uid: str,
+        synced: Future[None] | None = None,
     ) -> Path:
         """Move a complete received file into the store, durably, and return its new path.
 
         ``temp_path`` must lie on the store's filesystem (in :meth:`temp_dir`), so the
         move is a rename. A file already stored under these UIDs is replaced atomically.
+        ``synced`` is the flush :meth:`sync_soon` started for ``temp_path``: it is
+        waited for instead of flushing again.
 
         Raises:
             ValueError: A UID is not safe as a path component.
@@ -130,7 +163,11 @@ class StudyStore:
         """
         target = self.path_for(study_instance_uid, series_instance_uid, sop_instance_uid)
         self._ensure_durable_dir(target.parent)
-        _fsync_path(temp_path)  # the bytes must be on disk before the name points at them
+        # The bytes must be on disk before the name points at them.
+        if synced is None:
+            _fsync_path(temp_path)
+        else:
+            synced.result()  # re-raises the flush's OSError
         os.replace(temp_path, target)
         _fsync_path(target.parent)
         return target

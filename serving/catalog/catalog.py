@@ -18,7 +18,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import (
+    Engine,
+    create_engine,
+    event,
+    select,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,54 +31,22 @@ from sqlalchemy.pool import StaticPool
 
 from serving.catalog import matching
 from serving.catalog.job_queue import JobQueue, ResultRecord, add_result, result_record
-from serving.catalog.tables import Base, Instance, Patient, Result, Series, Study
+from serving.catalog.recording import (
+    LOOKUP_INSTANCE,
+    InstanceAttributes,
+    InstanceLookup,
+    insert_instance,
+)
+from serving.catalog.tables import Base, Instance, Result, Series, Study
 
 logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-_TEXT_LIMIT = 1024  # header strings longer than any VR allows are cut, not stored whole
 
 
 def utc_now() -> datetime:
     """The current time, zone-aware UTC (the catalog refuses naive timestamps)."""
     return datetime.now(UTC)
-
-
-class CatalogConflictError(ValueError):
-    """An instance contradicts the catalog (its series belongs to another study)."""
-
-
-@dataclass(frozen=True)
-class InstanceAttributes:
-    """What the catalog records of one stored instance (header values as DICOM strings)."""
-
-    study_instance_uid: str
-    series_instance_uid: str
-    sop_instance_uid: str
-    sop_class_uid: str
-    transfer_syntax_uid: str
-    file_path: str
-    size_bytes: int
-    received_via: str
-    received_at: datetime
-    calling_ae: str | None = None
-    patient_id: str = ""
-    issuer_of_patient_id: str = ""
-    patient_name: str = ""
-    patient_birth_date: str = ""
-    patient_sex: str = ""
-    study_date: str = ""
-    study_time: str = ""
-    accession_number: str = ""
-    study_id: str = ""
-    study_description: str = ""
-    modality: str = ""
-    series_number: int | None = None
-    series_description: str = ""
-    instance_number: int | None = None
-    rows: int | None = None
-    columns: int | None = None
-    number_of_frames: int | None = None
 
 
 @dataclass(frozen=True)
@@ -185,8 +158,9 @@ class Catalog:
         """
         for attempt in range(3):
             try:
-                with self.write_session() as session:
-                    return _insert_instance(session, attributes)
+                # One write transaction (BEGIN IMMEDIATE, one synced commit) per instance.
+                with self._writer.begin() as connection:
+                    return insert_instance(connection, attributes)
             except IntegrityError:
                 # Another process inserted the same row first (PostgreSQL, where a
                 # transaction does not lock the table); its row now answers.
@@ -195,6 +169,17 @@ class Catalog:
                 if attempt == 2:
                     raise
         raise RuntimeError("unreachable")
+
+    def lookup_instance(self, sop_instance_uid: str, series_instance_uid: str) -> InstanceLookup:
+        """Whether an instance is catalogued and which study its series belongs to.
+
+        One read (no write lock, no sync): the ingestor asks this before it moves a
+        file into the store.
+        """
+        parameters = {"sop": sop_instance_uid, "series": series_instance_uid}
+        with self._reader.begin() as connection:
+            row = connection.execute(LOOKUP_INSTANCE, parameters).one()
+        return InstanceLookup(catalogued=bool(row[0]), series_study_uid=row[1])
 
     def has_instance(self, sop_instance_uid: str) -> bool:
         """Whether an instance with this SOP Instance UID is catalogued."""
@@ -302,92 +287,3 @@ class Catalog:
             )
             row = session.scalar(statement)
             return None if row is None else result_record(row)
-
-
-def _text(value: str) -> str:
-    return value[:_TEXT_LIMIT]
-
-
-def _insert_instance(session: Session, attributes: InstanceAttributes) -> bool:
-    existing = session.scalar(
-        select(Instance.id).where(Instance.sop_instance_uid == attributes.sop_instance_uid)
-    )
-    if existing is not None:
-        return False
-    study = session.scalar(
-        select(Study).where(Study.study_instance_uid == attributes.study_instance_uid)
-    )
-    if study is None:
-        study = Study(
-            study_instance_uid=attributes.study_instance_uid,
-            patient=_patient(session, attributes),
-            study_date=attributes.study_date[:8],
-            study_time=attributes.study_time[:32],
-            accession_number=_text(attributes.accession_number),
-            study_id=_text(attributes.study_id),
-            study_description=_text(attributes.study_description),
-            first_received_at=attributes.received_at,
-            last_received_at=attributes.received_at,
-            needs_processing=True,
-        )
-        session.add(study)
-        session.flush()
-    else:
-        study.last_received_at = max(study.last_received_at, attributes.received_at)
-        study.needs_processing = True
-    series = session.scalar(
-        select(Series).where(Series.series_instance_uid == attributes.series_instance_uid)
-    )
-    if series is None:
-        series = Series(
-            series_instance_uid=attributes.series_instance_uid,
-            study_pk=study.id,
-            modality=attributes.modality[:16],
-            series_number=attributes.series_number,
-            series_description=_text(attributes.series_description),
-        )
-        session.add(series)
-        session.flush()
-    elif series.study_pk != study.id:
-        raise CatalogConflictError(
-            "SeriesInstanceUID is already catalogued under another StudyInstanceUID"
-        )
-    session.add(
-        Instance(
-            sop_instance_uid=attributes.sop_instance_uid,
-            series_pk=series.id,
-            sop_class_uid=attributes.sop_class_uid,
-            instance_number=attributes.instance_number,
-            rows=attributes.rows,
-            columns=attributes.columns,
-            number_of_frames=attributes.number_of_frames,
-            file_path=attributes.file_path,
-            size_bytes=attributes.size_bytes,
-            transfer_syntax_uid=attributes.transfer_syntax_uid,
-            received_via=attributes.received_via[:16],
-            calling_ae=None if attributes.calling_ae is None else attributes.calling_ae[:16],
-            received_at=attributes.received_at,
-        )
-    )
-    session.flush()
-    return True
-
-
-def _patient(session: Session, attributes: InstanceAttributes) -> Patient:
-    """The study's patient, found by Patient ID and issuer; an empty ID is never shared."""
-    if attributes.patient_id:
-        key = f"{attributes.issuer_of_patient_id}|{attributes.patient_id}"
-    else:
-        key = f"study:{attributes.study_instance_uid}"
-    patient = session.scalar(select(Patient).where(Patient.patient_key == key))
-    if patient is None:
-        patient = Patient(
-            patient_key=_text(key),
-            patient_id=_text(attributes.patient_id),
-            issuer_of_patient_id=_text(attributes.issuer_of_patient_id),
-            patient_name=_text(attributes.patient_name),
-            patient_birth_date=attributes.patient_birth_date[:8],
-            patient_sex=attributes.patient_sex[:16],
-        )
-        session.add(patient)
-    return patient

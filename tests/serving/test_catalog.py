@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
-from serving.catalog import Catalog, CatalogConflictError, InstanceAttributes
+from serving.catalog import Catalog, CatalogConflictError, InstanceAttributes, InstanceLookup
+from serving.catalog.tables import Patient, Study
 
 T0 = datetime(2024, 6, 4, 12, 0, 0, tzinfo=UTC)
 MR, US = "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.3.1"
@@ -98,6 +100,35 @@ def test_a_series_cannot_move_to_another_study(catalog: Catalog) -> None:
         catalog.record_instance(instance("1.2.9", "1.2.3.4", "1.2.3.4.6"))
     assert catalog.series_study_uid("1.2.3.4") == "1.2.3"
     assert not catalog.has_instance("1.2.3.4.6")
+
+
+def test_lookup_tells_a_catalogued_instance_and_the_owner_of_its_series(
+    catalog: Catalog,
+) -> None:
+    assert catalog.lookup_instance("1.2.3.4.5", "1.2.3.4") == InstanceLookup(False, None)
+    catalog.record_instance(instance("1.2.3", "1.2.3.4", "1.2.3.4.5"))
+    assert catalog.lookup_instance("1.2.3.4.5", "1.2.3.4") == InstanceLookup(True, "1.2.3")
+    assert catalog.lookup_instance("1.2.3.4.6", "1.2.3.4") == InstanceLookup(False, "1.2.3")
+    assert catalog.lookup_instance("1.2.3.4.6", "1.2.3.9") == InstanceLookup(False, None)
+
+
+def test_recording_keeps_the_latest_receipt_and_shares_patients(catalog: Catalog) -> None:
+    later = T0 + timedelta(minutes=5)
+    catalog.record_instance(instance("1.2.3", "1.2.3.4", "1.2.3.4.5", received_at=later))
+    catalog.record_instance(instance("1.2.3", "1.2.3.4", "1.2.3.4.6", received_at=T0))
+    catalog.record_instance(instance("1.2.7", "1.2.7.1", "1.2.7.1.1", patient_id="P1"))
+    catalog.record_instance(instance("1.2.8", "1.2.8.1", "1.2.8.1.1", patient_id="P1"))
+    with catalog.read_session() as session:
+        study = session.scalar(select(Study).where(Study.study_instance_uid == "1.2.3"))
+        assert study is not None
+        assert (study.first_received_at, study.last_received_at) == (later, later)
+        patients = session.scalars(select(Patient.patient_key).order_by(Patient.id)).all()
+    assert patients == ["study:1.2.3", "|P1"]
+    assert [row["NumberOfStudyRelatedInstances"] for row in catalog.search_studies({})] == [
+        "2",
+        "1",
+        "1",
+    ]
 
 
 def test_study_rows_carry_attributes_and_counts(three_studies: Catalog) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from collections import Counter
@@ -20,7 +21,7 @@ from imaging.dicom.reading import ReadLimits
 from imaging.synthetic.mr_dicom import write_mr_series
 from imaging.synthetic.mr_enhanced_dicom import write_enhanced_mr_series
 from imaging.synthetic.us_dicom import write_us_multiframe
-from serving.catalog import Catalog
+from serving.catalog import Catalog, InstanceAttributes
 from serving.ingest import InstanceIngestor
 from serving.store import StudyStore
 from tests.imaging.malformed_corpus import MIB, build_corpus, build_seeds
@@ -70,6 +71,7 @@ def parts(tmp_path: Path) -> Iterator[tuple[StudyStore, Catalog, InstanceIngesto
     store = StudyStore(tmp_path / "store")
     catalog = Catalog.open(f"sqlite:///{tmp_path / 'catalog.sqlite'}")
     yield store, catalog, InstanceIngestor(store, catalog, clock=lambda: RECEIVED_AT)
+    store.close()
     catalog.close()
 
 
@@ -137,6 +139,40 @@ def test_a_received_temp_file_is_consumed(
     assert ingest(ingestor, kept) == "stored"
     assert ingest(ingestor, refused) == "refused"
     assert list(store.temp_dir().iterdir()) == []
+
+
+def test_a_received_file_is_durable_before_it_is_catalogued(
+    sources: dict[str, list[Path]],
+    parts: tuple[StudyStore, Catalog, InstanceIngestor],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store, catalog, ingestor = parts
+    events: list[str] = []
+    real_fsync, real_replace, real_record = os.fsync, os.replace, catalog.record_instance
+
+    def fsync(descriptor: int) -> None:
+        target = Path(os.readlink(f"/proc/self/fd/{descriptor}"))
+        events.append("fsync folder" if target.is_dir() else f"fsync {target.suffix}")
+        real_fsync(descriptor)
+
+    def replace(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+        events.append("rename")
+        real_replace(source, target)
+
+    def record(attributes: InstanceAttributes) -> bool:
+        events.append("catalogue")
+        return real_record(attributes)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(catalog, "record_instance", record)
+    received = store.new_temp_file()
+    received.write_bytes(sources["mr"][0].read_bytes())
+    assert ingest(ingestor, received) == "stored"
+    # Flushed once (early, while it was checked), then named, its folder entry
+    # flushed, and only then catalogued; new folders are flushed in between.
+    assert events[0] == "fsync .part" and events.count("fsync .part") == 1
+    assert events[events.index("rename") :] == ["rename", "fsync folder", "catalogue"]
 
 
 def edited(source: Path, folder: Path, **attributes: object) -> Path:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,8 +17,10 @@ STUDY, SERIES, SOP = "1.2.840.1", "1.2.840.1.2", "1.2.840.1.2.3"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> StudyStore:
-    return StudyStore(tmp_path / "store")
+def store(tmp_path: Path) -> Iterator[StudyStore]:
+    store = StudyStore(tmp_path / "store")
+    yield store
+    store.close()
 
 
 def received_file(store: StudyStore, content: bytes) -> Path:
@@ -43,7 +47,11 @@ def test_put_files_by_uid_and_moves_the_temp_file(store: StudyStore) -> None:
 def test_put_replaces_atomically_and_syncs_file_then_folder(
     store: StudyStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    uids = {"study_instance_uid": STUDY, "series_instance_uid": SERIES, "sop_instance_uid": SOP}
+    uids: dict[str, Any] = {
+        "study_instance_uid": STUDY,
+        "series_instance_uid": SERIES,
+        "sop_instance_uid": SOP,
+    }
     store.put(received_file(store, b"old"), **uids)
     events: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
@@ -63,6 +71,65 @@ def test_put_replaces_atomically_and_syncs_file_then_folder(
     assert stored.read_bytes() == b"new"
     # The data reach the disk before the name points at them; then the folder entry.
     assert events == [f"fsync {temp.name}", "replace", f"fsync {SERIES}"]
+
+
+def test_a_flush_started_early_is_waited_for_not_repeated(
+    store: StudyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uids: dict[str, Any] = {
+        "study_instance_uid": STUDY,
+        "series_instance_uid": SERIES,
+        "sop_instance_uid": SOP,
+    }
+    store.put(received_file(store, b"old"), **uids)  # the folders exist from here on
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    release = threading.Event()
+
+    def fsync(descriptor: int) -> None:
+        name = Path(os.readlink(f"/proc/self/fd/{descriptor}")).name
+        if name.endswith(".part"):
+            release.wait(5)  # a slow disk: put() must wait for this flush
+        events.append("fsync " + name)
+        real_fsync(descriptor)
+
+    def replace(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+        events.append("replace")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    temp = received_file(store, b"new")
+    synced = store.sync_soon(temp)
+    threading.Timer(0.2, release.set).start()
+    stored = store.put(temp, **uids, synced=synced)
+    assert stored.read_bytes() == b"new"
+    assert events == [f"fsync {temp.name}", "replace", f"fsync {SERIES}"]
+
+
+def test_a_failed_early_flush_leaves_the_store_unchanged(
+    store: StudyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        if os.readlink(f"/proc/self/fd/{descriptor}").endswith(".part"):
+            raise OSError(5, "Input/output error")
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    temp = received_file(store, b"new")
+    synced = store.sync_soon(temp)
+    with pytest.raises(OSError, match="Input/output error"):
+        store.put(
+            temp,
+            study_instance_uid=STUDY,
+            series_instance_uid=SERIES,
+            sop_instance_uid=SOP,
+            synced=synced,
+        )
+    assert store.instance_path(STUDY, SERIES, SOP) is None
+    assert temp.exists()
 
 
 def test_a_new_study_folder_is_made_durable_in_its_parent(
@@ -131,3 +198,18 @@ def test_instance_lock_excludes_other_holders_of_the_same_uid(store: StudyStore)
         order.append("first")
     thread.join(5)
     assert order == ["first", "second"]
+
+
+def test_a_closed_store_still_flushes_before_moving(store: StudyStore) -> None:
+    store.close()
+    temp = received_file(store, b"late")
+    synced = store.sync_soon(temp)
+    assert synced.done() and synced.exception() is None
+    stored = store.put(
+        temp,
+        study_instance_uid=STUDY,
+        series_instance_uid=SERIES,
+        sop_instance_uid=SOP,
+        synced=synced,
+    )
+    assert stored.read_bytes() == b"late"
