@@ -24,12 +24,14 @@ install: $(STAMP)
 sysdeps:
 	bash scripts/install-system-deps.sh
 
+# Sample archive, small models, case index, `mmdx serve`, studies pushed with storescu,
+# results printed; serves until Ctrl-C (MMDX_DEMO_EXIT=1: stop after the results).
 demo: install sysdeps
-	$(BIN)/mmdx synth --out $(DEMO_DIR) --mri 24 --echo 24 --sites 4 --seed 7
+	$(BIN)/python scripts/demo.py --archive $(DEMO_DIR)
 
 lint: install
-	$(BIN)/ruff check imaging multimodal_rag serving tests bench
-	$(BIN)/ruff format --check imaging multimodal_rag serving tests bench
+	$(BIN)/ruff check imaging multimodal_rag serving tests bench scripts
+	$(BIN)/ruff format --check imaging multimodal_rag serving tests bench scripts
 
 typecheck: install
 	$(BIN)/mypy

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from bench import cine_decode, inference, series_to_volume, synth_throughput, vector_index
+from bench import (
+    cine_decode,
+    dicom_ingest,
+    inference,
+    series_to_volume,
+    service_latency,
+    synth_throughput,
+    vector_index,
+)
 
 if __name__ == "__main__":
     synth_throughput.main()
@@ -10,3 +18,5 @@ if __name__ == "__main__":
     cine_decode.main()
     inference.main()
     vector_index.main()
+    dicom_ingest.main([])
+    service_latency.main([])

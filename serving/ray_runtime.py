@@ -43,6 +43,9 @@ def start_ray(
         return
     if address is None:
         ray.init(
+            # "local": always a new cluster, never one that /tmp/ray/ray_current_cluster
+            # names (a stale file there made a fresh start wait on a dead GCS).
+            address="local",
             namespace=RAY_NAMESPACE,
             _node_ip_address="127.0.0.1",
             dashboard_host="127.0.0.1",
