@@ -145,10 +145,7 @@ class FusionComparison:
     def to_dict(self) -> dict[str, object]:
         """A JSON-serialisable summary."""
         return {
-            "metrics": {
-                method: {name: ci.to_dict() for name, ci in values.items()}
-                for method, values in self.metrics.items()
-            },
+            "metrics": _metrics_dict(self.metrics),
             "auc_gain_fused_minus_classifier": self.auc_gain.to_dict(),
             "fusion": asdict(self.fusion),
             "retrieval_calibration": asdict(self.retrieval_calibration),
@@ -187,15 +184,10 @@ def compare_fusion(
         n_resamples: Bootstrap resamples.
         seed: Seeds the resampling.
     """
-    fusion = FusionModel.fit(classifier_val, evidence_val, y_val)
-    retrieval_only = _fit_retrieval_only(evidence_val, y_val)
-    classifier = np.asarray(classifier_test, dtype=np.float64)
-    probabilities = {
-        "classifier": classifier,
-        "retrieval": retrieval_only.predict(np.full(len(classifier), 0.5), evidence_test),
-        "fused": fusion.predict(classifier_test, evidence_test),
-    }
-    y = _binary("y_test", y_test, len(classifier))
+    probabilities, fusion, retrieval_only = _held_out_probabilities(
+        (classifier_val, evidence_val, y_val), classifier_test, evidence_test
+    )
+    y = _binary("y_test", y_test, len(probabilities["classifier"]))
     metrics, auc_gain = _score_methods(y, probabilities, groups_test, n_bins, n_resamples, seed)
     return FusionComparison(metrics, auc_gain, fusion, retrieval_only)
 
@@ -218,10 +210,7 @@ class LeaveSitesOutFusion:
     def to_dict(self) -> dict[str, object]:
         """A JSON-serialisable summary."""
         return {
-            "metrics": {
-                method: {name: ci.to_dict() for name, ci in values.items()}
-                for method, values in self.metrics.items()
-            },
+            "metrics": _metrics_dict(self.metrics),
             "auc_gain_fused_minus_classifier": self.auc_gain.to_dict(),
             "per_site": self.per_site,
         }
@@ -267,16 +256,51 @@ def compare_fusion_leave_sites_out(
     per_site: dict[str, dict[str, object]] = {}
     for site in unique_sites:
         test = site_array == site
-        fusion = FusionModel.fit(classifier[~test], evidence_array[~test], y[~test])
-        retrieval_only = _fit_retrieval_only(evidence_array[~test], y[~test])
-        probabilities["classifier"][test] = classifier[test]
-        probabilities["retrieval"][test] = retrieval_only.predict(
-            np.full(int(test.sum()), 0.5), evidence_array[test]
+        held_out, fusion, _ = _held_out_probabilities(
+            (classifier[~test], evidence_array[~test], y[~test]),
+            classifier[test],
+            evidence_array[test],
         )
-        probabilities["fused"][test] = fusion.predict(classifier[test], evidence_array[test])
+        for method, values in held_out.items():
+            probabilities[method][test] = values
         per_site[str(site)] = {"n_cases": int(test.sum()), "fusion": asdict(fusion)}
     metrics, auc_gain = _score_methods(y, probabilities, groups, n_bins, n_resamples, seed)
     return LeaveSitesOutFusion(metrics, auc_gain, per_site)
+
+
+def _held_out_probabilities(
+    fit_on: tuple[ArrayLike, ArrayLike, ArrayLike],
+    classifier_test: ArrayLike,
+    evidence_test: ArrayLike,
+) -> tuple[dict[str, np.ndarray], FusionModel, FusionModel]:
+    """Each method's probabilities on test cases, the fusions fitted on ``fit_on``.
+
+    Args:
+        fit_on: ``(classifier prob, evidence, labels)`` of the cases to fit on.
+        classifier_test: Test classifier probabilities (used as given).
+        evidence_test: Test retrieval evidence.
+
+    Returns:
+        ``probabilities[method]`` for each of :data:`METHODS`, the fusion and the
+        retrieval-only scaling.
+    """
+    classifier_fit, evidence_fit, y_fit = fit_on
+    fusion = FusionModel.fit(classifier_fit, evidence_fit, y_fit)
+    retrieval_only = _fit_retrieval_only(evidence_fit, y_fit)
+    classifier = np.asarray(classifier_test, dtype=np.float64)
+    probabilities = {
+        "classifier": classifier,
+        "retrieval": retrieval_only.predict(np.full(len(classifier), 0.5), evidence_test),
+        "fused": fusion.predict(classifier, evidence_test),
+    }
+    return probabilities, fusion, retrieval_only
+
+
+def _metrics_dict(metrics: dict[str, dict[str, MetricCI]]) -> dict[str, object]:
+    return {
+        method: {name: ci.to_dict() for name, ci in values.items()}
+        for method, values in metrics.items()
+    }
 
 
 def _score_methods(
