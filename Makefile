@@ -7,8 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.mmdx-installed
 DEMO_DIR ?= data/demo-archive
+FUZZ_SECONDS ?= 600
 
-.PHONY: demo test lint typecheck contracts pytest bench sysdeps install clean
+.PHONY: demo test lint typecheck contracts pytest bench fuzz sysdeps install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +47,11 @@ test: lint typecheck contracts pytest
 
 bench: install sysdeps
 	$(BIN)/python -m bench
+
+# Mutation fuzzing of the DICOM reader, series assembler, cine decoder and STOW parser;
+# findings land in fuzz-findings/ (make test runs a short, reproducible fuzz).
+fuzz: install
+	$(BIN)/python -m tests.fuzz.run --seconds $(FUZZ_SECONDS) --out fuzz-findings
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -158,9 +158,10 @@ def _parse(
         # pydicom has no public reader for the meta group on an open stream; this one
         # leaves the stream at the first data set element, which the deflate path needs.
         file_meta = _read_file_meta_info(stream)
+        # Values are converted on first access: a corrupt VR or value raises only here.
+        transfer_syntax = file_meta.get("TransferSyntaxUID")
     except Exception as exc:  # pydicom raises several types for broken meta groups
         raise DicomReadError(source, f"unreadable file meta information: {exc}") from exc
-    transfer_syntax = file_meta.get("TransferSyntaxUID")
     if not transfer_syntax:
         raise DicomReadError(source, "file meta has no (0002,0010) Transfer Syntax UID")
     transfer_syntax = UID(str(transfer_syntax))

@@ -13,12 +13,15 @@ screens' image and leaves other screens' text.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from imaging.errors import CineLoopError
+
+Number = TypeVar("Number", int, float)
 
 ULTRASOUND_IMAGE_SOP_CLASSES = frozenset(
     {
@@ -125,13 +128,13 @@ def parse_ultrasound_regions(dataset: Any, source: str) -> tuple[UltrasoundRegio
             max_y1=values["RegionLocationMaxY1"],
             spatial_format=values["RegionSpatialFormat"],
             data_type=values["RegionDataType"],
-            flags=int(item.get("RegionFlags") or 0),
-            physical_units_x=_optional_int(item.get("PhysicalUnitsXDirection")),
-            physical_units_y=_optional_int(item.get("PhysicalUnitsYDirection")),
-            physical_delta_x=_optional_float(item.get("PhysicalDeltaX")),
-            physical_delta_y=_optional_float(item.get("PhysicalDeltaY")),
-            reference_pixel_x0=_optional_int(item.get("ReferencePixelX0")),
-            reference_pixel_y0=_optional_int(item.get("ReferencePixelY0")),
+            flags=_optional(item, "RegionFlags", int, where, source) or 0,
+            physical_units_x=_optional(item, "PhysicalUnitsXDirection", int, where, source),
+            physical_units_y=_optional(item, "PhysicalUnitsYDirection", int, where, source),
+            physical_delta_x=_optional(item, "PhysicalDeltaX", float, where, source),
+            physical_delta_y=_optional(item, "PhysicalDeltaY", float, where, source),
+            reference_pixel_x0=_optional(item, "ReferencePixelX0", int, where, source),
+            reference_pixel_y0=_optional(item, "ReferencePixelY0", int, where, source),
         )
         if region.min_x0 > region.max_x1 or region.min_y0 > region.max_y1:
             raise CineLoopError(
@@ -197,9 +200,14 @@ def below_header_band(frames: np.ndarray, *, bits_stored: int) -> np.ndarray:
     return mask
 
 
-def _optional_int(value: Any) -> int | None:
-    return None if value is None or value == "" else int(value)
-
-
-def _optional_float(value: Any) -> float | None:
-    return None if value is None or value == "" else float(value)
+def _optional(
+    item: Any, keyword: str, convert: Callable[[Any], Number], where: str, source: str
+) -> Number | None:
+    """An optional single number of a region item; a list or text is refused, not guessed."""
+    value = item.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        return convert(value)
+    except (TypeError, ValueError, OverflowError):
+        raise CineLoopError(source, f"{where} has no valid {keyword} ({value!r})") from None
