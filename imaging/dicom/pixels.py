@@ -47,6 +47,8 @@ def pixel_layout(
     """
     if "PixelData" not in dataset:
         raise PixelDataError(source, "no (7FE0,0010) Pixel Data")
+    if not dataset.PixelData:  # present with zero length (pydicom gives None)
+        raise PixelDataError(source, "(7FE0,0010) Pixel Data is empty")
     values: dict[str, int] = {}
     for keyword in _IMAGE_KEYWORDS:
         value = dataset.get(keyword)

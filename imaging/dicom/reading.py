@@ -141,6 +141,22 @@ def read_dicom_bytes(
     return _parse(reader, source, stop_before_pixels, limits)
 
 
+# Leading bytes of a preamble that would make the file something else as well.
+_POLYGLOT_MAGIC = (
+    (b"MZ", "Windows executable (PE)"),
+    (b"\x7fELF", "ELF executable"),
+    (b"\xcf\xfa\xed\xfe", "Mach-O executable"),
+    (b"\xfe\xed\xfa\xce", "Mach-O executable"),
+    (b"\xca\xfe\xba\xbe", "Mach-O or Java class"),
+    (b"#!", "script"),
+    (b"PK\x03\x04", "ZIP archive"),
+    (b"%PDF", "PDF document"),
+    (b"<!", "HTML document"),
+    (b"<html", "HTML document"),
+    (b"<script", "HTML document"),
+)
+
+
 def _parse(
     reader: _BoundedReader, source: str, stop_before_pixels: bool, limits: ReadLimits
 ) -> Any:
@@ -154,11 +170,13 @@ def _parse(
         raise DicomReadError(
             source, "not a DICOM Part 10 file: no 'DICM' prefix after the preamble"
         )
+    _check_preamble(preamble, source)
     try:
         # pydicom has no public reader for the meta group on an open stream; this one
         # leaves the stream at the first data set element, which the deflate path needs.
         file_meta = _read_file_meta_info(stream)
         # Values are converted on first access: a corrupt VR or value raises only here.
+        _decode_every_element(file_meta, source)
         transfer_syntax = file_meta.get("TransferSyntaxUID")
     except Exception as exc:  # pydicom raises several types for broken meta groups
         raise DicomReadError(source, f"unreadable file meta information: {exc}") from exc
@@ -198,6 +216,21 @@ def _parse(
     except Exception as exc:
         raise DicomReadError(source, f"malformed data set: {type(exc).__name__}: {exc}") from exc
     return result
+
+
+def _check_preamble(preamble: bytes, source: str) -> None:
+    """Refuse a preamble that makes the file also an executable, script or archive.
+
+    PS3.10 leaves the 128 bytes to applications (a TIFF header there is legitimate), but
+    a PE, ELF or Mach-O header turns the object into a program that passes for an image
+    (CVE-2019-11687); nothing a scanner writes looks like one.
+    """
+    head = preamble[:16]
+    for magic, kind in _POLYGLOT_MAGIC:
+        if head.startswith(magic) or (magic.startswith(b"<") and head.lower().startswith(magic)):
+            raise DicomReadError(
+                source, f"the preamble holds a {kind} header: a DICOM/{kind} polyglot"
+            )
 
 
 def _inflate(compressed: bytes, source: str, limit: int) -> bytes:

@@ -236,7 +236,79 @@ def build_corpus(seeds: dict[str, bytes]) -> dict[str, bytes]:
         "sequence-nested-3000-deep": mr[:start] + nested,
         "sequence-item-absurd-length": mr[:start] + sequence + item_start(0xFFFFFFF0) + uid_element,
     }
-    return corpus
+    return corpus | families(seeds)
+
+
+# Elements of MR_small whose VR or length the generated families corrupt, one case each.
+CORRUPTED_ELEMENTS = {
+    "SOPClassUID": (0x0008, 0x0016), "SOPInstanceUID": (0x0008, 0x0018),
+    "Modality": (0x0008, 0x0060), "PatientID": (0x0010, 0x0020),
+    "SliceThickness": (0x0018, 0x0050), "StudyInstanceUID": (0x0020, 0x000D),
+    "SeriesInstanceUID": (0x0020, 0x000E), "InstanceNumber": (0x0020, 0x0013),
+    "ImagePositionPatient": (0x0020, 0x0032), "ImageOrientationPatient": (0x0020, 0x0037),
+    "SamplesPerPixel": (0x0028, 0x0002), "PhotometricInterpretation": (0x0028, 0x0004),
+    "Rows": (0x0028, 0x0010), "Columns": (0x0028, 0x0011), "PixelSpacing": (0x0028, 0x0030),
+    "BitsAllocated": (0x0028, 0x0100), "BitsStored": (0x0028, 0x0101),
+    "PixelRepresentation": (0x0028, 0x0103),
+}  # fmt: skip
+META_ELEMENTS = {
+    "MediaStorageSOPClassUID": (0x0002, 0x0002), "MediaStorageSOPInstanceUID": (0x0002, 0x0003),
+    "TransferSyntaxUID": (0x0002, 0x0010), "ImplementationClassUID": (0x0002, 0x0012),
+}  # fmt: skip
+UNKNOWN_VRS = {"zz": b"ZZ", "nul": b"\x00\x00", "punct": b"q!"}
+POLYGLOT_PREAMBLES = {
+    "pe": b"MZ\x90\x00\x03" + bytes(55) + b"\x40\x00\x00\x00" + b"PE\x00\x00",  # e_lfanew 64
+    "elf": b"\x7fELF\x02\x01\x01" + bytes(9) + b"\x02\x00\x3e\x00",
+    "macho": b"\xcf\xfa\xed\xfe\x07\x00\x00\x01",
+    "script": b"#!/bin/sh\necho polyglot\nexit 0\n",
+    "zip": b"PK\x03\x04\x14\x00\x00\x00\x00\x00",
+    "pdf": b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n",
+    "html": b"<HTML><script>alert(1)</script>",
+}
+PATH_LIKE_UIDS = {
+    "dotdot": "..", "parent": "../x", "absolute": "/etc/passwd", "embedded": "1.2.3/../..",
+    "windows": "C:\\Windows\\x", "backslash": "1.2.3\\..\\4", "encoded": "%2e%2e%2f1.2",
+}  # fmt: skip
+
+
+def families(seeds: dict[str, bytes]) -> dict[str, bytes]:
+    """Systematic families over the seeds: unknown VRs, lengths past the end, polyglots,
+    short pixel data and path-like UIDs (named ``FAMILY-WHERE-VARIANT``)."""
+    mr = seeds["mr"]
+    cases: dict[str, bytes] = {}
+    for keyword, (group, number) in (CORRUPTED_ELEMENTS | META_ELEMENTS).items():
+        where = "meta" if group == 0x0002 else "body"
+        offset = _element_offset(mr, group, number, in_meta=where == "meta")
+        for variant, vr in UNKNOWN_VRS.items():
+            cases[f"vr-{where}-{keyword}-{variant}"] = mr[: offset + 4] + vr + mr[offset + 6 :]
+        if where == "body":  # the whole file is shorter than 64 KiB: the value runs past it
+            cases[f"length-past-end-{keyword}"] = mr[: offset + 6] + b"\xff\xff" + mr[offset + 8 :]
+    for seed_name in ("mr", "us", "enhanced"):
+        body = seeds[seed_name][128:]
+        for kind, header in POLYGLOT_PREAMBLES.items():
+            preamble = header + bytes(128 - len(header))
+            cases[f"polyglot-{kind}-{seed_name}"] = preamble + body
+    for seed_name in ("mr", "enhanced"):
+        pixels = pydicom.dcmread(io.BytesIO(seeds[seed_name])).PixelData
+        for variant, kept in {
+            "half": pixels[: len(pixels) // 2],
+            "quarter": pixels[: len(pixels) // 4],
+            "two-bytes": pixels[:2],
+            "empty": b"",
+        }.items():
+            cases[f"pixel-size-{seed_name}-{variant}"] = edited(seeds[seed_name], PixelData=kept)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns when it is given a path as a UID
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            for variant, value in PATH_LIKE_UIDS.items():
+                cases[f"uid-path-{keyword}-{variant}"] = edited(mr, **{keyword: value})
+    return cases
+
+
+def _element_offset(data: bytes, group: int, number: int, *, in_meta: bool) -> int:
+    """Where element (group, number) starts, in the meta group or after it."""
+    tag = struct.pack("<HH", group, number)
+    return data.index(tag, 132) if in_meta else data.index(tag, meta_end(data))
 
 
 def _with_garbage_fragments(us: bytes) -> bytes:
@@ -244,3 +316,22 @@ def _with_garbage_fragments(us: bytes) -> bytes:
 
     frames = int(pydicom.dcmread(io.BytesIO(us), stop_before_pixels=True).NumberOfFrames)
     return edited(us, PixelData=encapsulate([b"\xff\xd8 not a jpeg"] * frames))
+
+
+def main() -> None:
+    """Write the corpus to a folder: ``python -m tests.imaging.malformed_corpus OUT``."""
+    import sys
+
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "malformed-corpus")
+    out.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seeds = build_seeds(out / "seeds")
+        cases = build_corpus(seeds)
+    for name, data in cases.items():
+        (out / f"{name}.dcm").write_bytes(data)
+    print(f"{len(cases)} malformed cases and {len(seeds)} valid seeds written to {out}")
+
+
+if __name__ == "__main__":
+    main()

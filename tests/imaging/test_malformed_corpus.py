@@ -75,8 +75,9 @@ def write_folder(folder: Path, seeds: dict[str, bytes], corpus: dict[str, bytes]
         (folder / f"{name}.dcm").write_bytes(data)
 
 
-# Cases whose headers and pixels read and decode; only the index can refuse them.
-INDEX_ONLY = {
+# Cases whose headers and pixels read and decode; only the index can refuse them: UIDs
+# that are paths, too long or binary (the uid-path-* family included).
+INDEX_ONLY_NAMED = {
     "uid-path-sop-instance", "uid-path-study", "uid-path-series", "uid-too-long",
     "uid-binary-garbage", "wrong-vr-uid-as-us",
 }  # fmt: skip
@@ -110,12 +111,27 @@ EXPECTED = {
 }
 
 
-def test_corpus_covers_every_kind_with_at_least_50_cases(corpus: dict[str, bytes]) -> None:
-    assert len(corpus) >= 50
+def test_corpus_covers_every_kind_with_at_least_200_cases(corpus: dict[str, bytes]) -> None:
+    assert len(corpus) >= 200
     kinds = {name.split("-")[0] for name in corpus}
-    assert {"truncated", "text", "png", "empty", "wrong", "absurd", "deflate", "missing",
+    assert {"truncated", "text", "png", "empty", "wrong", "absurd", "deflate", "missing", "vr",
+            "length", "polyglot",
             "transfer", "pixel", "dims", "uid", "sequence"} <= kinds  # fmt: skip
-    assert set(EXPECTED) | INDEX_ONLY <= set(corpus)
+    assert set(EXPECTED) | INDEX_ONLY_NAMED <= set(corpus)
+
+
+# What each generated family (malformed_corpus.families) must raise, and where.
+FAMILY_EXPECTED = {
+    "vr-": ("read", "DicomReadError"),
+    "length-past-end-": ("read", "DicomReadError"),
+    "polyglot-": ("read", "DicomReadError"),
+    "pixel-size-": ("decode", "PixelDataError"),
+}
+
+
+def index_only(corpus: dict[str, bytes]) -> set[str]:
+    """The cases only the index refuses: the named ones and the path-like UID family."""
+    return INDEX_ONLY_NAMED | {name for name in corpus if name.startswith("uid-path-")}
 
 
 def test_every_case_raises_only_typed_errors_quickly(
@@ -137,9 +153,13 @@ def test_every_case_raises_only_typed_errors_quickly(
     }
     assert slow == {}
     accepted = {name for name, (stage, _, _) in outcomes.items() if stage == "ok"}
-    assert accepted == INDEX_ONLY | TOLERATED
+    assert accepted == index_only(corpus) | TOLERATED
     for name, expected in EXPECTED.items():
         assert outcomes[name][:2] == expected, name
+    for prefix, expected in FAMILY_EXPECTED.items():
+        members = [name for name in outcomes if name.startswith(prefix)]
+        assert len(members) >= 8, prefix
+        assert {name: outcomes[name][:2] for name in members} == dict.fromkeys(members, expected)
 
 
 def test_folder_with_the_corpus_still_indexes_the_good_files(
@@ -154,7 +174,7 @@ def test_folder_with_the_corpus_still_indexes_the_good_files(
     assert {f"000-good-{name}.dcm" for name in seeds} <= indexed
     assert {f.error for f in index.failures} <= IMAGING_ERRORS
     failed = {Path(f.path).stem for f in index.failures}
-    for name in INDEX_ONLY | {"text", "empty", "deflate-bomb-over-small-limit"}:
+    for name in index_only(corpus) | {"text", "empty", "deflate-bomb-over-small-limit"}:
         assert name in failed, name
     # Whatever was not refused has a header the index accepted: a malformed copy of a
     # good file becomes a duplicate, never a second instance of the same UID.
@@ -227,7 +247,7 @@ def test_whole_corpus_runs_in_bounded_memory(
     assert isinstance(figures["indexed"], int) and figures["indexed"] >= len(seeds)
     errors = figures["errors"]
     assert isinstance(errors, dict) and set(errors.values()) <= IMAGING_ERRORS
-    assert len(errors) == len(corpus) - len(INDEX_ONLY | TOLERATED)
+    assert len(errors) == len(corpus) - len(index_only(corpus) | TOLERATED)
 
 
 @pytest.mark.slow
