@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -111,6 +111,24 @@ class ModelSettings(BaseModel):
     explain: bool = Field(default=True, description="Compute Grad-CAM heat maps.")
 
 
+class AdmissionSettings(BaseModel):
+    """Load shedding at the HTTP ingress (:mod:`serving.api.admission`), per ingress replica.
+
+    Health checks and the page's static files are never counted nor refused.
+    """
+
+    max_concurrent: int = Field(
+        default=8, ge=0, description="Requests handled at once; 0 turns admission control off."
+    )
+    max_waiting: int = Field(default=4, ge=0, description="Requests waiting for a free slot.")
+    wait_s: float = Field(
+        default=2.0, ge=0, description="Longest wait for a slot before answering 503."
+    )
+    retry_after_s: int = Field(
+        default=1, ge=1, description="Retry-After of a refused request, in whole seconds."
+    )
+
+
 class ServeSettings(BaseModel):
     """Ray Serve topology knobs (configs/serve/*.yaml carries the same for `serve deploy`)."""
 
@@ -131,6 +149,20 @@ class ServeSettings(BaseModel):
     max_queued_requests: int = Field(
         default=64, ge=-1, description="Beyond this the ingress answers 503 (-1: unbounded)."
     )
+    admission: AdmissionSettings = AdmissionSettings()
+
+    @model_validator(mode="after")
+    def _admission_below_serve_limit(self) -> ServeSettings:
+        # Serve's own 503 only comes once a replica holds max_ongoing_requests; ours must
+        # answer first and leave a slot for /healthz (see serving.api.admission).
+        admission = self.admission
+        held = admission.max_concurrent + admission.max_waiting
+        if admission.max_concurrent and held >= self.max_ongoing_requests:
+            raise ValueError(
+                f"admission.max_concurrent + admission.max_waiting ({held}) must be below "
+                f"max_ongoing_requests ({self.max_ongoing_requests})"
+            )
+        return self
 
 
 class Settings(BaseSettings):
