@@ -13,7 +13,8 @@ input raised the explained output), so it overlays the input voxel for voxel.
   input at a time; the heat is how far the explained output falls. Slower, model-agnostic.
 
 :func:`save_overlays` draws key slices (three planes through the maximum) or key frames
-as PNG files; matplotlib (Agg backend) is imported there.
+as PNG files; matplotlib (Agg backend) is imported there. :mod:`imaging.viewer_file` keeps
+the whole image and heat map, for a viewer that pages through every slice or frame.
 """
 
 from __future__ import annotations
@@ -265,18 +266,16 @@ def save_overlays(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    image = _display_range(explanation.image)
+    image = display_range(explanation.image)
     heat = explanation.heatmap
     panels: list[tuple[str, np.ndarray, np.ndarray, str]] = []
     if explanation.modality == "MR":
         for plane, index in key_slices(heat).items():
-            axis = PLANE_AXES[plane]
-            # Transposed so rows run along the second remaining axis (drawn bottom-up).
             panels.append(
                 (
                     plane,
-                    np.take(image, index, axis=axis).T,
-                    np.take(heat, index, axis=axis).T,
+                    oriented_slice(image, plane, index),
+                    oriented_slice(heat, plane, index),
                     f"{plane} slice {index}",
                 )
             )
@@ -286,9 +285,8 @@ def save_overlays(
     written = []
     for suffix, background, overlay, where in panels:
         figure, axes = plt.subplots(figsize=(4, 4), dpi=100)
-        origin: Literal["lower", "upper"] = "lower" if explanation.modality == "MR" else "upper"
-        axes.imshow(background, cmap="gray", origin=origin, vmin=0.0, vmax=1.0)
-        axes.imshow(overlay, cmap="jet", origin=origin, vmin=0.0, vmax=1.0, alpha=0.4 * overlay)
+        axes.imshow(background, cmap="gray", vmin=0.0, vmax=1.0)
+        axes.imshow(overlay, cmap="jet", vmin=0.0, vmax=1.0, alpha=0.4 * overlay)
         axes.set_title(
             f"{explanation.method}: {explanation.target_name}\n{where}; not for diagnostic use",
             fontsize=8,
@@ -301,7 +299,31 @@ def save_overlays(
     return written
 
 
-def _display_range(image: np.ndarray) -> np.ndarray:
+def oriented_slice(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
+    """Slice ``index`` of an RAS ``(X, Y, Z)`` volume in ``plane``, first row at the top.
+
+    Neurological orientation: the patient's left on the left; anterior up in axial
+    slices, superior up in coronal and sagittal ones (posterior on the left of a
+    sagittal slice).
+
+    Raises:
+        ValueError: ``plane`` is not ``axial``, ``coronal`` or ``sagittal``, or ``index``
+            lies outside the volume.
+    """
+    if plane not in PLANE_AXES:
+        raise ValueError(f'Argument "plane" must be one of {tuple(PLANE_AXES)}, got {plane!r}')
+    axis = PLANE_AXES[plane]
+    if not 0 <= index < volume.shape[axis]:
+        raise ValueError(
+            f'Argument "index" must be in 0..{volume.shape[axis] - 1} for the {plane} plane, '
+            f"got {index}"
+        )
+    # Rows then run along the second remaining axis, which grows upwards: flip it.
+    return np.ascontiguousarray(np.take(volume, index, axis=axis).T[::-1])
+
+
+def display_range(image: np.ndarray) -> np.ndarray:
+    """``image`` windowed to its 1st-99th percentile and scaled to [0, 1], float32."""
     low, high = np.percentile(image, [1, 99]) if image.size else (0.0, 1.0)
     if high <= low:
         return np.zeros_like(image, dtype=np.float32)

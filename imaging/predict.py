@@ -10,8 +10,10 @@ JSON-serialisable dict that always carries the disclaimer.
 
 from __future__ import annotations
 
+import math
 import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,14 +51,15 @@ def predict_path(
         bundle: A loaded bundle or its folder.
         explain: Compute a heat map of what drove the output.
         method: ``"gradcam"`` or ``"occlusion"``.
-        out_dir: Where the explanation's PNG overlays go; None writes no file.
+        out_dir: Where the explanation's PNG overlays and viewer file go; None writes
+            no file.
         rules: Series selection rules for study folders; default the repository's.
 
     Returns:
         ``label``, ``probability`` (of that label, temperature-calibrated) and
         ``probabilities``; for echo also ``ef_percent``; ``model`` (name, version,
         bundle), ``input`` (path, kind, UIDs used), ``explanation`` (method, target,
-        peak, files), ``timing_ms``, ``warnings`` and ``disclaimer``.
+        peak, files, viewer), ``timing_ms``, ``warnings`` and ``disclaimer``.
 
     Raises:
         PredictionInputError: The path cannot feed this model (kind, modality, series).
@@ -179,10 +182,12 @@ def explain_prediction(
         x: The preprocessed input, ``(1, C, ...)``.
         result: The prediction (its ``label`` picks the target class).
         method: ``"gradcam"`` or ``"occlusion"``.
-        out_dir: Where the PNG overlays go; None writes no file.
+        out_dir: Where the PNG overlays and the viewer file
+            (:func:`imaging.viewer_file.save_viewer`) go; None writes no file.
         decoded: The decoded study (its image is the overlays' background).
     """
     from imaging.explain import explain, save_overlays
+    from imaging.viewer_file import save_viewer
 
     task = bundle.config.task
     if task == "ef_multitask":
@@ -197,9 +202,14 @@ def explain_prediction(
         method=method,
     )  # fmt: skip
     files: list[str] = []
+    viewer: str | None = None
     if out_dir is not None:
         prefix = _safe_stem(decoded.source.get("series_instance_uid") or decoded.source["path"])
         files = [str(p) for p in save_overlays(explanation, out_dir, prefix=prefix)]
+        interval = clip_frame_interval_ms(bundle, decoded.source)
+        viewer_file = save_viewer(explanation, out_dir, prefix=prefix, frame_interval_ms=interval)
+        # Absolute: a service reads it from another process and working folder.
+        viewer = str(viewer_file.resolve())
     return {
         "method": explanation.method,
         "target": name,
@@ -209,7 +219,27 @@ def explain_prediction(
         "shape": list(explanation.heatmap.shape),
         "peak": list(explanation.peak),
         "files": files,
+        "viewer": viewer,
     }
+
+
+def clip_frame_interval_ms(bundle: LoadedBundle, source: Mapping[str, Any]) -> float | None:
+    """Milliseconds between two frames of the clip an echo model saw, when known.
+
+    The clip takes every ``period``-th frame of the loop, so the interval is ``period``
+    frames at the loop's frame rate (``source["frame_rate_hz"]``). ``None`` for MR or a
+    loop without a usable frame rate.
+    """
+    from imaging.transforms.pipelines import ECHO_DEFAULTS, EchoPreprocessing
+
+    rate = source.get("frame_rate_hz")
+    preprocessing = bundle.preprocessing
+    if not isinstance(preprocessing, EchoPreprocessing) or not isinstance(rate, int | float):
+        return None
+    if isinstance(rate, bool) or not math.isfinite(rate) or rate <= 0:
+        return None
+    period = preprocessing.period or ECHO_DEFAULTS["period"]
+    return round(1000.0 * period / float(rate), 3)
 
 
 def _safe_stem(text: str) -> str:

@@ -1,9 +1,10 @@
-"""The service's FastAPI application: ``/healthz``, ``/api`` (results, admin), ``/dicom-web``.
+"""The service's FastAPI application: ``/healthz``, ``/api``, ``/dicom-web`` and the ``/ui/`` page.
 
 A plain FastAPI app over a :class:`~serving.api.context.ServiceContext`; the Ray Serve
-ingress deployment wraps it. Every route but ``/healthz`` needs a bearer token, the
-OpenAPI schema included (served at ``/openapi.json`` to any authenticated user). An
-unexpected exception becomes a 500 with a fixed message: no stack trace, no identity.
+ingress deployment wraps it. Every route but ``/healthz``, the page's shell and its
+sign-in needs a bearer token or the page's session cookie, the OpenAPI schema included
+(served at ``/openapi.json`` to any authenticated user). An unexpected exception becomes
+a 500 with a fixed message: no stack trace, no identity.
 """
 
 from __future__ import annotations
@@ -17,12 +18,17 @@ from fastapi.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.api.admin import create_admin_router
+from serving.api.admission import mount_admission_control
 from serving.api.context import ServiceContext
 from serving.api.models import Health, error_responses
 from serving.api.results import create_results_router
 from serving.api.security import AuditingSink, Gatekeeper, audit_scope, bearer_scheme
 from serving.audit import AuditLog
 from serving.dicomweb.routes import create_dicomweb_router
+from serving.web.case_views import create_case_views_router
+from serving.web.routes import create_ui_router
+from serving.web.sessions import SessionStore
+from serving.web.study_views import create_study_views_router
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +37,8 @@ _INTERNAL_ERROR = json.dumps({"detail": "internal server error"}).encode()
 
 def create_app(context: ServiceContext) -> FastAPI:
     """The HTTP application of the service over ``context``."""
-    gate = Gatekeeper(context.users, context.audit)
+    sessions = SessionStore(context.catalog)
+    gate = Gatekeeper(context.users, context.audit, sessions)
     app = FastAPI(
         title="mmdx",
         summary="MRI and echo study classification with similar cases (not for diagnostic use)",
@@ -62,6 +69,13 @@ def create_app(context: ServiceContext) -> FastAPI:
     app.include_router(
         create_admin_router(context, gate), prefix="/api", dependencies=authenticated
     )
+    # After the results router: its /cases/search wins over /cases/{case_id}.
+    for router in (
+        create_study_views_router(context, gate),
+        create_case_views_router(context, gate),
+    ):
+        app.include_router(router, prefix="/api", dependencies=authenticated)
+    app.include_router(create_ui_router(context, gate, sessions))
     dicomweb = create_dicomweb_router(
         AuditingSink(context.ingestor, context.audit),
         context.catalog,
@@ -80,6 +94,7 @@ def create_app(context: ServiceContext) -> FastAPI:
         responses=error_responses(400, 401, 403, 404),
     )
     app.add_middleware(InternalErrorMiddleware, audit=context.audit)
+    mount_admission_control(app, context.settings.serve.admission)  # outermost: sheds first
     return app
 
 

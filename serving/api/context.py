@@ -41,6 +41,22 @@ class CaseSearch(Protocol):
         ...
 
 
+class CaseLookup(Protocol):
+    """One de-identified case of the index by its case id (the web page's case detail)."""
+
+    def case_detail(self, case_id: str) -> dict[str, Any] | None:
+        """``case_id``, ``modality``, ``label``, ``site_id``, ``study_year``, ``ef_percent``
+        and ``report_text`` of the case, or ``None`` when the index has no such case.
+
+        Never the patient pseudonym, a name, an ID or an original UID.
+        """
+        ...
+
+    def thumbnail_png(self, case_id: str) -> bytes | None:
+        """The case's thumbnail (PNG bytes), or ``None`` without case or thumbnail."""
+        ...
+
+
 @dataclass
 class ServiceContext:
     """The parts the HTTP application is built on.
@@ -54,6 +70,7 @@ class ServiceContext:
         audit: Records every access.
         case_search: Similar-case text search; ``None`` answers 503 on the search route.
         reprocess: Queues a study for processing again; ``None`` queues a catalog job.
+        cases: De-identified case detail and thumbnails; ``None`` answers 503 on those routes.
     """
 
     settings: Settings
@@ -64,6 +81,7 @@ class ServiceContext:
     audit: AuditLog
     case_search: CaseSearch | None = None
     reprocess: Callable[[str], None] | None = None
+    cases: CaseLookup | None = None
 
     @classmethod
     def from_settings(
@@ -72,6 +90,7 @@ class ServiceContext:
         *,
         case_search: CaseSearch | None = None,
         reprocess: Callable[[str], None] | None = None,
+        cases: CaseLookup | None = None,
     ) -> ServiceContext:
         """Open the store and catalog the settings name (created if missing)."""
         store = StudyStore(settings.store_dir)
@@ -85,6 +104,7 @@ class ServiceContext:
             audit=AuditLog(catalog),
             case_search=case_search,
             reprocess=reprocess,
+            cases=cases,
         )
 
     def close(self) -> None:

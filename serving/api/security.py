@@ -1,12 +1,16 @@
-"""Bearer-token authentication, role checks and the audit trail of the HTTP application.
+"""Authentication (bearer token or browser session), role checks and the audit trail.
 
-Every route but ``/healthz`` passes :class:`Gatekeeper`: the token is looked up by its
-SHA-256 (:meth:`serving.auth.UserDirectory.authenticate`), so no stored secret is ever
-compared with the presented one byte by byte and the lookup's timing tells nothing
-about any token. Each decision is written to the audit log: ``"denied"`` for a missing,
-wrong or revoked token (user ``None``) and for a role without the permission,
-``"allowed"`` otherwise; the app's error middleware adds ``"error"`` when a request
-that was let in fails. Nothing here logs a token, a user name or a patient identity.
+Every route but ``/healthz`` and the web page's shell passes :class:`Gatekeeper`. The
+caller is the holder of an ``Authorization: Bearer`` token or, without that header, of a
+web session cookie (:mod:`serving.web.sessions`); both are looked up by their SHA-256
+(:meth:`serving.auth.UserDirectory.authenticate`, :meth:`SessionStore.lookup`), so no
+stored secret is ever compared with the presented one byte by byte and the lookup's
+timing tells nothing about any token. A request that changes something with the cookie
+must be JSON (415 otherwise). Each decision is written to the audit log: ``"denied"``
+for a missing, wrong, expired or revoked credential (user ``None``) and for a role
+without the permission, ``"allowed"`` otherwise; the app's error middleware adds
+``"error"`` when a request that was let in fails. Nothing here logs a token, a session
+id, a user name or a patient identity.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from fastapi.security import HTTPBearer
 from serving.audit import AuditLog
 from serving.auth import Permission, Principal, Role, UserDirectory
 from serving.study_access import IngestResult, InstanceSink
+from serving.web.sessions import SAFE_METHODS, SessionStore, is_json, session_cookie
 
 # Declares the scheme in the OpenAPI schema; the check itself is Gatekeeper's (auto_error
 # off, so a missing header gets our 401 with WWW-Authenticate rather than FastAPI's).
@@ -82,11 +87,15 @@ class Gatekeeper:
     Args:
         users: Where tokens are looked up.
         audit: Where decisions are recorded.
+        sessions: Where web sessions are looked up; ``None`` accepts bearer tokens only.
     """
 
-    def __init__(self, users: UserDirectory, audit: AuditLog) -> None:
+    def __init__(
+        self, users: UserDirectory, audit: AuditLog, sessions: SessionStore | None = None
+    ) -> None:
         self.users = users
         self.audit = audit
+        self.sessions = sessions
 
     def check(
         self,
@@ -97,20 +106,24 @@ class Gatekeeper:
         role: Role | None = None,
         study_instance_uid: str | None = None,
     ) -> Principal:
-        """The caller, if their token is valid and their role allows ``action``.
+        """The caller, if their credential is valid and their role allows ``action``.
 
         Raises:
-            HTTPException: 401 (with ``WWW-Authenticate: Bearer``) for a missing, wrong
-                or revoked token; 403 when the role lacks ``permission`` or is not ``role``.
+            HTTPException: 401 (with ``WWW-Authenticate: Bearer``) for a missing, wrong,
+                expired or revoked token or session; 415 for a request that changes
+                something with the session cookie and is not JSON; 403 when the role
+                lacks ``permission`` or is not ``role``.
         """
-        token = bearer_token(request)
-        principal = None if token is None else self.users.authenticate(token)
+        principal, presented, by_cookie = self._principal(request)
         if principal is None:
             self.record(request, None, action, "denied", study_instance_uid)
-            challenge = "Bearer" if token is None else 'Bearer error="invalid_token"'
+            challenge = 'Bearer error="invalid_token"' if presented else "Bearer"
             raise HTTPException(
                 401, "a valid bearer token is required", headers={"WWW-Authenticate": challenge}
             )
+        if by_cookie and request.method not in SAFE_METHODS and not is_json(request):
+            self.record(request, principal.user, action, "denied", study_instance_uid)
+            raise HTTPException(415, "a request with the session cookie must be application/json")
         allowed = (permission is None or principal.can(permission)) and (
             role is None or principal.role == role
         )
@@ -124,6 +137,21 @@ class Gatekeeper:
             AuditScope(principal.user, action, study_instance_uid),
         )
         return principal
+
+    def _principal(self, request: Request) -> tuple[Principal | None, bool, bool]:
+        """(caller or ``None``, whether a credential was presented, whether by cookie).
+
+        A bearer header wins over the cookie, so an API client never acts as whoever
+        signed in to a browser on the same machine.
+        """
+        token = bearer_token(request)
+        if token is not None:
+            return self.users.authenticate(token), True, False
+        session_id = session_cookie(request) if self.sessions is not None else None
+        if self.sessions is None or session_id is None:
+            return None, False, False
+        session = self.sessions.lookup(session_id)
+        return (None if session is None else session.principal), True, True
 
     def record(
         self,

@@ -199,3 +199,35 @@ class AuditEvent(Base):
     study_instance_uid: Mapped[str | None] = mapped_column(UID, index=True)
     client_address: Mapped[str | None] = mapped_column(String(64))
     outcome: Mapped[str] = mapped_column(String(32))
+
+
+class WebSession(Base):
+    """A signed-in browser; only the SHA-256 of the session id in its cookie is kept."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class Feedback(Base):
+    """A reader's verdict or comment on a study's prediction or on one of its similar cases.
+
+    Kept with the user and the time: the labels of a later retraining.
+    """
+
+    __tablename__ = "feedback"
+    __table_args__ = (Index("ix_feedback_study_created", "study_instance_uid", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(UID, ForeignKey("studies.study_instance_uid"))
+    target: Mapped[str] = mapped_column(String(16))
+    case_id: Mapped[str | None] = mapped_column(String(128))
+    modality: Mapped[str | None] = mapped_column(String(16))
+    verdict: Mapped[str | None] = mapped_column(String(16))
+    comment: Mapped[str | None] = mapped_column(Text)
+    user_name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -7,7 +7,8 @@ and ``configs/settings.yaml``, as every other part of mmdx does.
 
 Topology (deployment names are what the job runner looks up by handle):
 
-- ``Ingress``: the FastAPI app (JSON API, DICOMweb, health), built on its replica;
+- ``Ingress``: the FastAPI app (JSON API, DICOMweb, web page, health), built on its
+  replica; it reads case detail from the case index itself (LanceDB, read-only);
 - ``MRIClassifier`` / ``EchoClassifier``: one per configured bundle, batched;
 - ``SimilarCases``: embedder and case index, batched, when an index exists.
 """
@@ -36,13 +37,17 @@ def build_http_app() -> FastAPI:
     from serving.api.app import create_app
     from serving.api.context import ServiceContext
     from serving.deployments.remote import RemoteCaseSearch
+    from serving.web.case_lookup import open_case_lookup
 
     settings = get_settings()
     case_search = None
     if (settings.data_dir / "case_index").is_dir():
         handle = serve.get_deployment_handle(SIMILAR_CASES_NAME, app_name=APP_NAME)
         case_search = RemoteCaseSearch(handle)
-    return create_app(ServiceContext.from_settings(settings, case_search=case_search))
+    context = ServiceContext.from_settings(
+        settings, case_search=case_search, cases=open_case_lookup(settings)
+    )
+    return create_app(context)
 
 
 @serve.deployment(name="Ingress")
@@ -108,6 +113,8 @@ def build_app(args: dict[str, Any] | None = None, settings: Settings | None = No
             },
             max_ongoing_requests=serve_settings.max_ongoing_requests,
             max_queued_requests=serve_settings.max_queued_requests,
+            # Serve's own 503 (behind serving.api.admission's) tells clients when to retry too.
+            backpressure_config={"retry_after_s": serve_settings.admission.retry_after_s},
         )
         .bind(**bound)
     )

@@ -189,7 +189,12 @@ class SimilarCaseFinder:
 
 
 def hit_summary(hit: SearchHit) -> dict[str, Any]:
-    """A hit as the result shows it: pseudonymous id, score, label, site, excerpt, why."""
+    """A hit as the result shows it: pseudonymous id, score, label, site, report, why.
+
+    ``report_text`` is the whole de-identified report and ``matched_sentences`` those of
+    its sentences that matched the query (a viewer highlights them); ``report_excerpt``
+    is the matched sentences, or the report's beginning when none matched.
+    """
     if hit.matched_sentences:
         excerpt = " ".join(hit.matched_sentences)
     else:
@@ -202,5 +207,7 @@ def hit_summary(hit: SearchHit) -> dict[str, Any]:
         "label": hit.label,
         "site_id": hit.site_id,
         "report_excerpt": excerpt,
+        "report_text": hit.report_text,
+        "matched_sentences": list(hit.matched_sentences),
         "why": hit.why,
     }

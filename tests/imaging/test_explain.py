@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from imaging.bundle import LoadedBundle
 from imaging.explain import (
+    Explanation,
     explain,
     find_target_layer,
     key_frames,
     key_slices,
     occlusion_map,
+    oriented_slice,
     save_overlays,
 )
 from imaging.models.factory import create_model
 from imaging.models.networks import BackboneHeadModel
+from imaging.predict import clip_frame_interval_ms
+from imaging.transforms.pipelines import EchoPreprocessing, MRIPreprocessing
+from imaging.viewer_file import load_viewer, save_viewer
 
 SIZE = 16
 
@@ -155,3 +163,91 @@ def test_unknown_method_and_batches_are_refused() -> None:
         explain(model, _volume_with_blobs((4, 4, 4)), modality="MR", target_index=1, method="lime")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"\(1, C, \*spatial\)"):
         explain(model, torch.zeros(2, 1, SIZE, SIZE, SIZE), modality="MR", target_index=1)
+
+
+def _bright_corner_volume() -> np.ndarray:
+    """(X, Y, Z) = (6, 5, 4), bright at the patient's left, anterior, superior corner."""
+    volume = np.zeros((6, 5, 4), dtype=np.float32)
+    volume[0, 4, 3] = 1.0
+    return volume
+
+
+@pytest.mark.parametrize(
+    ("plane", "index", "size", "bright"),
+    [
+        # (rows, columns) and where the corner lands: left on the left, anterior or superior up.
+        ("axial", 3, (5, 6), (0, 0)),
+        ("coronal", 4, (4, 6), (0, 0)),
+        ("sagittal", 0, (4, 5), (0, 4)),  # posterior on the left, as the PNG overlays
+    ],
+)
+def test_slices_are_in_neurological_orientation(
+    plane: str, index: int, size: tuple[int, int], bright: tuple[int, int]
+) -> None:
+    pixels = oriented_slice(_bright_corner_volume(), plane, index)
+    assert pixels.shape == size
+    assert [tuple(int(i) for i in p) for p in np.argwhere(pixels == 1.0)] == [bright]
+
+
+def test_oriented_slice_refuses_unknown_planes_and_indices() -> None:
+    with pytest.raises(ValueError, match='"plane"'):
+        oriented_slice(_bright_corner_volume(), "oblique", 0)
+    with pytest.raises(ValueError, match=r'"index" must be in 0\.\.3'):
+        oriented_slice(_bright_corner_volume(), "axial", 4)
+
+
+def test_mr_viewer_file_keeps_the_windowed_volume_and_heat(tmp_path: Path) -> None:
+    image = np.linspace(0.0, 10.0, 6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4)
+    heat = np.zeros((6, 5, 4), dtype=np.float32)
+    heat[2, 1, 3], heat[2, 1, 2] = 1.0, 0.5
+    explanation = Explanation("gradcam", heat, image, 1, "AD", "MR", "backbone.layer3")
+
+    path = save_viewer(explanation, tmp_path / "maps", prefix="series")
+    assert path == tmp_path / "maps" / "series_viewer.npz"
+    viewer = load_viewer(path)
+
+    assert viewer.modality == "MR" and viewer.method == "gradcam" and viewer.target == "AD"
+    assert viewer.image.dtype == viewer.heat.dtype == np.uint8
+    assert viewer.image.shape == viewer.heat.shape == (6, 5, 4)
+    # The overlays' window: 1st percentile -> 0, 99th -> 255.
+    assert viewer.image.min() == 0 and viewer.image.max() == 255
+    assert viewer.image[0, 0, 0] == 0 and viewer.image[-1, -1, -1] == 255
+    assert viewer.heat[2, 1, 3] == 255 and viewer.heat[2, 1, 2] == 128
+    assert int(viewer.heat.sum()) == 255 + 128
+    assert viewer.peak == (2, 1, 3) and viewer.key_frames == ()
+    assert viewer.frame_interval_ms is None
+
+
+def test_echo_viewer_file_keeps_key_frames_and_frame_interval(tmp_path: Path) -> None:
+    heat = np.zeros((9, 4, 4), dtype=np.float32)
+    heat[3] = 1.0
+    image = np.random.default_rng(0).random((9, 4, 4)).astype(np.float32)
+    explanation = Explanation("occlusion", heat, image, 1, "reduced_ef", "US")
+
+    viewer = load_viewer(save_viewer(explanation, tmp_path, frame_interval_ms=66.667))
+
+    assert viewer.modality == "US" and viewer.image.shape == (9, 4, 4)
+    assert viewer.key_frames == tuple(key_frames(heat)) == (0, 3, 5, 8)
+    assert viewer.frame_interval_ms == pytest.approx(66.667)
+    with pytest.raises(ValueError, match='"frame_interval_ms"'):
+        save_viewer(explanation, tmp_path, frame_interval_ms=0.0)
+
+
+def test_load_viewer_refuses_other_files(tmp_path: Path) -> None:
+    other = tmp_path / "other.npz"
+    np.savez(other, image=np.zeros((2, 2, 2), dtype=np.uint8))
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip archive")
+    with pytest.raises(ValueError, match=r"other\.npz is not a viewer file: no heat"):
+        load_viewer(other)
+    with pytest.raises(ValueError, match=r"garbage\.npz"):
+        load_viewer(garbage)
+
+
+def test_clip_frame_interval_is_period_frames_at_the_loops_rate() -> None:
+    echo = cast(LoadedBundle, SimpleNamespace(preprocessing=EchoPreprocessing(period=2)))
+    mri = cast(LoadedBundle, SimpleNamespace(preprocessing=MRIPreprocessing()))
+    assert clip_frame_interval_ms(echo, {"frame_rate_hz": 30.0}) == pytest.approx(66.667)
+    assert clip_frame_interval_ms(echo, {"frame_rate_hz": 0.0}) is None
+    assert clip_frame_interval_ms(echo, {}) is None
+    assert clip_frame_interval_ms(mri, {"frame_rate_hz": 30.0}) is None

@@ -17,6 +17,7 @@ from imaging.models.factory import create_model, load_model_config
 from imaging.predict import predict_path
 from imaging.synthetic.archive import ArchiveSpec, generate_archive
 from imaging.transforms.pipelines import EchoPreprocessing, MRIPreprocessing
+from imaging.viewer_file import load_viewer
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +100,10 @@ def test_mri_study_series_and_nifti_give_one_answer(
         "sagittal.png",
     ]
     assert all(Path(f).is_file() for f in explanation["files"])
+    viewer = load_viewer(explanation["viewer"])
+    assert Path(explanation["viewer"]).is_absolute()
+    assert viewer.image.shape == viewer.heat.shape == (32, 32, 32)
+    assert list(viewer.peak) == explanation["peak"] and viewer.frame_interval_ms is None
     assert series["explanation"] is None
     assert set(study["timing_ms"]) == {"decode", "preprocess", "inference", "explain", "total"}
 
@@ -140,6 +145,13 @@ def test_echo_video_and_dicom_give_ef_and_reduced_ef_probability(
     assert video["explanation"]["target"] == "reduced_ef"
     assert video["explanation"]["shape"] == [8, 32, 32]
     assert len(video["explanation"]["files"]) >= 4
+    viewer = load_viewer(video["explanation"]["viewer"])
+    assert viewer.image.shape == (8, 32, 32) and viewer.modality == "US"
+    preprocessing = echo_bundle.preprocessing
+    assert isinstance(preprocessing, EchoPreprocessing) and preprocessing.period
+    assert viewer.frame_interval_ms == pytest.approx(
+        1000.0 * preprocessing.period / video["input"]["frame_rate_hz"], abs=1e-3
+    )
 
 
 def test_inputs_that_cannot_feed_the_model_raise_typed_errors(

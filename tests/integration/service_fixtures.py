@@ -333,12 +333,13 @@ def running_mmdx(
     http_port: int,
     dicom_port: int,
     orthanc: Orthanc,
+    ray_dir: Path,
 ) -> Iterator[MmdxService]:
     """`mmdx serve` in the namespace, sending SRs to ``orthanc``; stopped on exit.
 
-    Ray keeps its session files in a folder of its own (``RAY_TMPDIR``), removed after.
+    Ray keeps its session files in ``ray_dir`` (``RAY_TMPDIR``); the caller removes it
+    once Ray's last processes are gone (they write there until they exit).
     """
-    ray_dir = Path(tempfile.mkdtemp(prefix="mmdxray-", dir="/tmp"))  # short: socket paths
     env = {
         **DCMTK_ENV,
         **installation,
@@ -370,7 +371,6 @@ def running_mmdx(
         yield service
     finally:
         stop_process(process)
-        shutil.rmtree(ray_dir, ignore_errors=True)
 
 
 @dataclass
@@ -400,7 +400,9 @@ def running_hospital(root: Path) -> Iterator[Hospital]:
     """Namespace, Orthanc and `mmdx serve`, torn down in reverse order (namespace deleted)."""
     with ExitStack() as stack:
         namespace = stack.enter_context(loopback_namespace("mmdxsvc"))
-        # Registered before anything starts in the namespace, so it runs last.
+        ray_dir = Path(tempfile.mkdtemp(prefix="mmdxray-", dir="/tmp"))  # short: socket paths
+        stack.callback(shutil.rmtree, ray_dir, ignore_errors=True)  # after Ray's last process
+        # Registered before anything starts in the namespace, so it runs last but one.
         stack.callback(stop_leftovers, namespace)
         worker = NamespaceThread(namespace)
         stack.callback(worker.close)
@@ -412,7 +414,7 @@ def running_hospital(root: Path) -> Iterator[Hospital]:
         mmdx = stack.enter_context(
             running_mmdx(
                 namespace, root, installation, http_port=http_port, dicom_port=dicom_port,
-                orthanc=orthanc,
+                orthanc=orthanc, ray_dir=ray_dir,
             )
         )  # fmt: skip
         yield Hospital(namespace, worker, orthanc, mmdx)

@@ -24,7 +24,7 @@ from imaging.bundle import LoadedBundle, load_bundle, save_bundle
 from imaging.synthetic.mr_dicom import write_mr_series
 from imaging.synthetic.records import SyntheticStudy
 from imaging.synthetic.us_dicom import write_us_multiframe
-from multimodal_rag.cases import DeidentifiedArchiveStudy, DeidentifiedCase
+from multimodal_rag.cases import DeidentifiedArchiveStudy, DeidentifiedCase, make_thumbnail_png
 from multimodal_rag.index import CaseIndex
 from serving.catalog import Catalog
 from serving.ingest import InstanceIngestor
@@ -91,8 +91,10 @@ def write_mr_study(
     slices: int = 48,
     series_description: str = "T1 MPRAGE SAG",
     series_number: int = 3,
+    study: SyntheticStudy | None = None,
 ) -> list[Path]:
-    """One MR series of a blob in noise; the default passes the MR selection rules."""
+    """One MR series of a blob in noise (of ``study`` if given); the default passes the MR
+    selection rules."""
     rng = np.random.default_rng(seed)
     z, y, x = np.mgrid[0:slices, 0:20, 0:20]
     centre = rng.uniform([slices * 0.3, 6, 6], [slices * 0.7, 14, 14])
@@ -102,10 +104,10 @@ def write_mr_study(
     pixels = 800.0 * blob + rng.normal(100.0, 10.0, blob.shape)
     return write_mr_series(
         make_mr_volume(pixels, acquisition={"series_description": series_description}),
-        make_study(study_instance_uid=study_instance_uid),
+        study or make_study(study_instance_uid=study_instance_uid),
         out_dir=out_dir,
         series_number=series_number,
-        uid_seed=f"pipeline-{study_instance_uid}-{seed}",
+        uid_seed=f"pipeline-{study.study_instance_uid if study else study_instance_uid}-{seed}",
     )
 
 
@@ -160,8 +162,15 @@ def make_case(number: int, vector: np.ndarray, *, modality: str, label: str) -> 
     }
     report = (MR_REPORTS if modality == "MR" else US_REPORTS)[label]
     study = DeidentifiedArchiveStudy.from_manifest_row(row, secret=SECRET, report_text=report)
+    # A distinct picture per case (a disc whose size follows the case number), so the
+    # web page shows real thumbnails.
+    yy, xx = np.mgrid[:48, :48]
+    disc = ((yy - 24) ** 2 + (xx - 24) ** 2 < (6 + 2 * (number % 8)) ** 2).astype(np.float32)
     return DeidentifiedCase.from_deidentified(
-        study, image_embedding=vector, text_embedding=vector[::-1].copy()
+        study,
+        image_embedding=vector,
+        text_embedding=vector[::-1].copy(),
+        thumbnail_png=make_thumbnail_png(disc),
     )
 
 
