@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from serving.catalog.tables import Instance, Patient, Series, Study
 from serving.study_access import INSTANCE_KEYWORDS, SERIES_KEYWORDS, STUDY_KEYWORDS
@@ -31,6 +31,8 @@ _DATE = r"\d{8}"
 _TIME = r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?"
 _DATE_RANGE = re.compile(rf"^(?P<start>{_DATE})?-(?P<end>{_DATE})?$")
 _TIME_RANGE = re.compile(rf"^(?P<start>{_TIME})?-(?P<end>{_TIME})?$")
+# A signed 64-bit SQL integer: larger numbers cannot be bound as parameters.
+_MIN_INTEGER, _MAX_INTEGER = -(2**63), 2**63 - 1
 
 # keyword -> (column, kind); the counts and Modalities in Study are computed, not columns.
 _COLUMNS: dict[str, tuple[Any, str]] = {
@@ -100,10 +102,11 @@ def _condition(keyword: str, value: str, dialect: str) -> ColumnElement[bool] | 
     if keyword in _COUNTS:
         raise ValueError(f"{keyword} is computed and cannot be matched")
     if keyword == "ModalitiesInStudy":
+        # An alias: a series or instance search selects from Series itself, and the
+        # subquery must range over every series of the study, not correlate with that one.
+        other = aliased(Series)
         return exists(
-            select(Series.id).where(
-                Series.study_pk == Study.id, Series.modality.in_(_values(value))
-            )
+            select(other.id).where(other.study_pk == Study.id, other.modality.in_(_values(value)))
         )
     column, kind = _COLUMNS[keyword]
     if kind == "uid":
@@ -112,9 +115,12 @@ def _condition(keyword: str, value: str, dialect: str) -> ColumnElement[bool] | 
         return _range(column, value, keyword, kind)
     if kind == "int":
         try:
-            return column == int(value)
+            number = int(value)
         except ValueError:
             raise ValueError(f"{keyword} {value!r} is not an integer") from None
+        if not _MIN_INTEGER <= number <= _MAX_INTEGER:  # the database would overflow
+            raise ValueError(f"{keyword} {value[:40]!r} is out of the integer range")
+        return column == number
     if kind == "code":
         return column.in_(_values(value))
     if kind == "name":

@@ -31,16 +31,28 @@ from serving.dicomweb.multipart import (
     new_boundary,
     parse_content_type,
 )
+from serving.dicomweb.openapi import (
+    BULKDATA,
+    DICOM_JSON,
+    INSTANCE,
+    MAX_QUERY_NUMBER,
+    METADATA,
+    RENDERED,
+    SEARCH_INSTANCES,
+    SEARCH_SERIES,
+    SEARCH_STUDIES,
+    STORE,
+)
 from serving.dicomweb.rendered import RENDERED_TYPES, RenderedType, render_frame
 from serving.dicomweb.stow import receive_stow
 from serving.study_access import InstanceLocator, InstanceSink, StudyQuery
 
 logger = logging.getLogger(__name__)
 
-DICOM_JSON = "application/dicom+json"
 MAX_QUERY_RESULTS = 1000
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
 _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
+MAX_FRAME_NUMBER = 2**31 - 1
 _QIDO_CONTROLS = frozenset({"limit", "offset", "fuzzymatching", "includefield"})
 
 
@@ -77,7 +89,8 @@ def create_dicomweb_router(
         max_instance_bytes: Largest single part (that part fails above it).
         access: Called first on every request.
     """
-    router = APIRouter()
+    # The handlers build their own responses; the schema's media types come from openapi.py.
+    router = APIRouter(default_response_class=Response)
 
     async def store(request: Request, study: str | None) -> Response:
         access(request, "stow", study)
@@ -94,20 +107,24 @@ def create_dicomweb_router(
         )
         return JSONResponse(body, status_code=status, media_type=DICOM_JSON)
 
-    @router.post("/studies", name="dicomweb_store")
+    @router.post("/studies", name="dicomweb_store", **STORE)
     async def store_instances(request: Request) -> Response:
         """STOW-RS: store the instances of a ``multipart/related`` body."""
         return await store(request, None)
 
-    @router.post("/studies/{study}", name="dicomweb_store_study")
+    @router.post("/studies/{study}", name="dicomweb_store_study", **STORE)
     async def store_study_instances(request: Request, study: str) -> Response:
         """STOW-RS into one study: parts of another study fail."""
         return await store(request, study)
 
-    def search(request: Request, study: str | None, search_rows: _Search) -> Response:
-        access(request, "qido", study)
+    def search(
+        request: Request, study: str | None, search_rows: _Search, series: str | None = None
+    ) -> Response:
+        access(request, "qido", study)  # first: a caller who may not search learns nothing
         if study is not None:
             _check_uid("study", study)
+        if series is not None:
+            _check_uid("series", series)
         filters, limit, offset = _qido_parameters(request)
         capped = MAX_QUERY_RESULTS if limit is None else min(limit, MAX_QUERY_RESULTS)
         try:
@@ -125,17 +142,17 @@ def create_dicomweb_router(
             )
         return JSONResponse(body, media_type=DICOM_JSON, headers=headers)
 
-    @router.get("/studies", name="dicomweb_search_studies")
+    @router.get("/studies", name="dicomweb_search_studies", **SEARCH_STUDIES)
     def search_for_studies(request: Request) -> Response:
         """QIDO-RS: studies."""
         return search(request, None, lambda f, n, o: query.search_studies(f, limit=n, offset=o))
 
-    @router.get("/series", name="dicomweb_search_all_series")
+    @router.get("/series", name="dicomweb_search_all_series", **SEARCH_SERIES)
     def search_for_all_series(request: Request) -> Response:
         """QIDO-RS: series of every study."""
         return search(request, None, lambda f, n, o: query.search_series(f, limit=n, offset=o))
 
-    @router.get("/studies/{study}/series", name="dicomweb_search_series")
+    @router.get("/studies/{study}/series", name="dicomweb_search_series", **SEARCH_SERIES)
     def search_for_series(request: Request, study: str) -> Response:
         """QIDO-RS: series of one study."""
         return search(
@@ -144,12 +161,14 @@ def create_dicomweb_router(
             lambda f, n, o: query.search_series(f, study_instance_uid=study, limit=n, offset=o),
         )
 
-    @router.get("/instances", name="dicomweb_search_all_instances")
+    @router.get("/instances", name="dicomweb_search_all_instances", **SEARCH_INSTANCES)
     def search_for_all_instances(request: Request) -> Response:
         """QIDO-RS: instances of every study."""
         return search(request, None, lambda f, n, o: query.search_instances(f, limit=n, offset=o))
 
-    @router.get("/studies/{study}/instances", name="dicomweb_search_study_instances")
+    @router.get(
+        "/studies/{study}/instances", name="dicomweb_search_study_instances", **SEARCH_INSTANCES
+    )
     def search_for_study_instances(request: Request, study: str) -> Response:
         """QIDO-RS: instances of one study."""
         return search(
@@ -159,17 +178,19 @@ def create_dicomweb_router(
         )
 
     @router.get(
-        "/studies/{study}/series/{series}/instances", name="dicomweb_search_series_instances"
+        "/studies/{study}/series/{series}/instances",
+        name="dicomweb_search_series_instances",
+        **SEARCH_INSTANCES,
     )
     def search_for_series_instances(request: Request, study: str, series: str) -> Response:
         """QIDO-RS: instances of one series."""
-        _check_uid("series", series)
         return search(
             request,
             study,
             lambda f, n, o: query.search_instances(
                 f, study_instance_uid=study, series_instance_uid=series, limit=n, offset=o
             ),
+            series,
         )
 
     def stored_path(request: Request, study: str, series: str, instance: str) -> Path:
@@ -181,7 +202,11 @@ def create_dicomweb_router(
             raise HTTPException(404, "no such instance")
         return path
 
-    @router.get("/studies/{study}/series/{series}/instances/{instance}", name="dicomweb_instance")
+    @router.get(
+        "/studies/{study}/series/{series}/instances/{instance}",
+        name="dicomweb_instance",
+        **INSTANCE,
+    )
     def retrieve_instance(request: Request, study: str, series: str, instance: str) -> Response:
         """WADO-RS: the stored file, as sent, in a ``multipart/related`` body."""
         path = stored_path(request, study, series, instance)
@@ -192,6 +217,7 @@ def create_dicomweb_router(
     @router.get(
         "/studies/{study}/series/{series}/instances/{instance}/metadata",
         name="dicomweb_instance_metadata",
+        **METADATA,
     )
     def retrieve_instance_metadata(
         request: Request, study: str, series: str, instance: str
@@ -201,7 +227,9 @@ def create_dicomweb_router(
         body = [_metadata(request, path, study, series, instance)]
         return JSONResponse(body, media_type=DICOM_JSON)
 
-    @router.get("/studies/{study}/series/{series}/metadata", name="dicomweb_series_metadata")
+    @router.get(
+        "/studies/{study}/series/{series}/metadata", name="dicomweb_series_metadata", **METADATA
+    )
     def retrieve_series_metadata(request: Request, study: str, series: str) -> Response:
         """WADO-RS: the DICOM JSON of every instance of a series (what viewers load)."""
         access(request, "wado", study)
@@ -221,6 +249,7 @@ def create_dicomweb_router(
     @router.get(
         "/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}",
         name="dicomweb_bulkdata",
+        **BULKDATA,
     )
     def retrieve_bulkdata(
         request: Request, study: str, series: str, instance: str, tag: str
@@ -234,10 +263,11 @@ def create_dicomweb_router(
             raise HTTPException(404, f"instance has no binary element {tag.upper()}")
         return _multipart_response([element.value], "application/octet-stream")
 
-    def rendered(
-        request: Request, study: str, series: str, instance: str, frame_number: int
-    ) -> Response:
-        path = stored_path(request, study, series, instance)
+    def rendered(request: Request, study: str, series: str, instance: str, frames: str) -> Response:
+        path = stored_path(request, study, series, instance)  # the access check first
+        frame_number = _natural(frames, MAX_FRAME_NUMBER)
+        if frame_number is None or frame_number < 1:
+            raise HTTPException(400, f"frames {frames[:40]!r}: give one frame number, from 1")
         media_type = _rendered_type(request.headers.get("accept", ""))
         quality = _quality(request.query_params.get("quality"))
         try:
@@ -249,25 +279,24 @@ def create_dicomweb_router(
     @router.get(
         "/studies/{study}/series/{series}/instances/{instance}/rendered",
         name="dicomweb_instance_rendered",
+        **RENDERED,
     )
     def retrieve_instance_rendered(
         request: Request, study: str, series: str, instance: str
     ) -> Response:
         """WADO-RS: the first frame of the instance as JPEG or PNG."""
-        return rendered(request, study, series, instance, 1)
+        return rendered(request, study, series, instance, "1")
 
     @router.get(
         "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
         name="dicomweb_frame_rendered",
+        **RENDERED,
     )
     def retrieve_frame_rendered(
         request: Request, study: str, series: str, instance: str, frames: str
     ) -> Response:
         """WADO-RS: one frame (numbered from 1) as JPEG or PNG."""
-        numbers = frames.split(",")
-        if len(numbers) != 1 or not numbers[0].isdigit() or int(numbers[0]) < 1:
-            raise HTTPException(400, f"frames {frames!r}: give one frame number, from 1")
-        return rendered(request, study, series, instance, int(numbers[0]))
+        return rendered(request, study, series, instance, frames)
 
     return router
 
@@ -288,12 +317,15 @@ def _qido_parameters(request: Request) -> tuple[dict[str, str], int | None, int]
     offset = 0
     for name, value in request.query_params.multi_items():
         if name in ("limit", "offset"):
-            if not value.isdigit():
-                raise HTTPException(400, f"{name} {value!r} is not a non-negative integer")
+            number = _natural(value, MAX_QUERY_NUMBER)
+            if number is None:
+                raise HTTPException(
+                    400, f"{name} {value[:40]!r} is not an integer from 0 to {MAX_QUERY_NUMBER}"
+                )
             if name == "limit":
-                limit = int(value)
+                limit = number
             else:
-                offset = int(value)
+                offset = number
         elif name in _QIDO_CONTROLS:
             continue  # fuzzy matching is not offered; every known field is returned
         else:
@@ -410,6 +442,19 @@ def _rendered_type(accept: str) -> RenderedType:
 def _quality(value: str | None) -> int:
     if value is None:
         return 90
-    if not value.isdigit() or not 1 <= int(value) <= 100:
-        raise HTTPException(400, f"quality {value!r} is not an integer from 1 to 100")
-    return int(value)
+    number = _natural(value, 100)
+    if number is None or number < 1:
+        raise HTTPException(400, f"quality {value[:40]!r} is not an integer from 1 to 100")
+    return number
+
+
+def _natural(value: str, maximum: int) -> int | None:
+    """``value`` as an integer from 0 to ``maximum``, or ``None``.
+
+    ASCII digits only: ``str.isdigit`` also takes characters ``int`` refuses ("²"), and a
+    number past the SQL integer range would fail in the catalog rather than here.
+    """
+    if not value.isascii() or not value.isdigit() or len(value) > len(str(maximum)):
+        return None
+    number = int(value)
+    return number if number <= maximum else None
