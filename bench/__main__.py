@@ -6,6 +6,8 @@ from bench import (
     cine_decode,
     dicom_ingest,
     inference,
+    load,
+    screening,
     series_to_volume,
     service_latency,
     synth_throughput,
@@ -18,5 +20,8 @@ if __name__ == "__main__":
     cine_decode.main()
     inference.main()
     vector_index.main()
+    load.main([])
+    # Before the two that re-run themselves in a network namespace and exit there.
+    screening.main([])
     dicom_ingest.main([])
     service_latency.main([])

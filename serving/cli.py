@@ -9,10 +9,12 @@ from __future__ import annotations
 import typer
 
 from serving.commands.archive import synth
+from serving.commands.backup import backup, restore
 from serving.commands.listen import listen
 from serving.commands.models import evaluate, predict, train
 from serving.commands.rag import clip_train, index, search
 from serving.commands.rag_eval import rag_eval
+from serving.commands.screen import screen
 from serving.commands.serve import serve_command
 from serving.commands.studies import convert, deid
 from serving.commands.users import users_app
@@ -29,6 +31,9 @@ app.command("index")(index)
 app.command("search")(search)
 app.command("rag-eval")(rag_eval)
 app.command("serve")(serve_command)
+app.command("screen")(screen)
+app.command("backup")(backup)
+app.command("restore")(restore)
 app.add_typer(users_app, name="users")
 
 

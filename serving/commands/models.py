@@ -77,15 +77,27 @@ def train(
 
 
 def evaluate(
-    config: Annotated[
-        str, typer.Argument(metavar="CONFIG", help="Recipe file, or a name in configs/training.")
-    ],
     manifest: Annotated[Path, typer.Option("--manifest", help="The archive's manifest.csv.")],
-    split: Annotated[
-        Literal["leave-sites-out", "kfold", "pooled"],
-        typer.Option("--split", help="Leave-sites-out, patient-level k-fold or pooled random."),
-    ],
     out: Annotated[Path, typer.Option("--out", help="Folder for summary, predictions, folds.")],
+    config: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[CONFIG]",
+            help="Recipe file, or a name in configs/training (cross-validation).",
+        ),
+    ] = None,
+    split: Annotated[
+        Literal["leave-sites-out", "kfold", "pooled"] | None,
+        typer.Option("--split", help="Leave-sites-out, patient-level k-fold or pooled random."),
+    ] = None,
+    bundle: Annotated[
+        str | None,
+        typer.Option(
+            "--bundle",
+            help="Evaluate this trained bundle (folder, or name under DATA_DIR/models) as it "
+            "is, serially, on every manifest study of its modality: no CONFIG, no --split.",
+        ),
+    ] = None,
     k: Annotated[int, typer.Option("--k", min=2, help="Folds for --split kfold.")] = 5,
     backbone_runs: Annotated[
         Path | None,
@@ -97,14 +109,29 @@ def evaluate(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON summary only.")] = False,
 ) -> None:
-    """Cross-validate a recipe: one model per fold, pooled out-of-fold metrics with 95% CIs.
+    """Cross-validate a recipe (CONFIG --split), or score a fixed bundle (--bundle).
 
-    Writes OUT/summary.json (metrics with bootstrap CIs over patients, per site, ECE before
+    Cross-validation: one model per fold, pooled out-of-fold metrics with 95% CIs. Writes
+    OUT/summary.json (metrics with bootstrap CIs over patients, per site, ECE before
     and after temperature scaling), OUT/predictions.csv, a reliability diagram and one
-    run folder per fold; finished folds are not retrained. Synthetic-data figures are
-    engineering figures, not for diagnostic use.
+    run folder per fold; finished folds are not retrained. With --bundle: no training;
+    every study is predicted alone, as mmdx predict does, and OUT/summary.json holds the
+    metrics (AUC...) with 95% CIs, OUT/predictions.csv one row per study. Synthetic-data
+    figures are engineering figures, not for diagnostic use.
     """
     from imaging.errors import ImagingError
+
+    if bundle is not None:
+        if config is not None or split is not None:
+            typer.echo(
+                "error: --bundle evaluates a trained bundle: give no CONFIG or --split", err=True
+            )
+            raise typer.Exit(2)
+        _evaluate_bundle(bundle, manifest, out, as_json=as_json)
+        return
+    if config is None or split is None:
+        typer.echo("error: give CONFIG and --split (cross-validation) or --bundle", err=True)
+        raise typer.Exit(2)
     from imaging.training.crossval import cross_validate
     from imaging.training.recipe import load_recipe
 
@@ -139,6 +166,46 @@ def evaluate(
                 f"{'n/a' if after is None else f'{after:.3f}'} after temperature scaling"
             )
     typer.echo(f"  summary: {out / 'summary.json'}; {summary['disclaimer']}")
+
+
+def _evaluate_bundle(bundle: str, manifest: Path, out: Path, *, as_json: bool) -> None:
+    """``mmdx evaluate --bundle``: :func:`serving.screening.evaluate.evaluate_bundle`."""
+    from rich.console import Console
+
+    from imaging.errors import ImagingError
+    from serving.commands.progress import progress_bar
+    from serving.screening.bundles import ModelChoiceError
+    from serving.screening.evaluate import evaluate_bundle
+    from serving.screening.inputs import ScreenInputError
+    from serving.settings import get_settings
+
+    console = Console(stderr=True)
+    try:
+        with progress_bar(console, disable=as_json) as progress:
+            task = progress.add_task("predicting studies", total=None)
+            summary = evaluate_bundle(
+                bundle,
+                manifest,
+                out,
+                settings=get_settings(),
+                on_study=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    except (ImagingError, ScreenInputError, ModelChoiceError) as exc:
+        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    model, counts = summary["model"], summary["n"]
+    console.print(
+        f"{model['name']} {model['version']} ({model['modality']}): {counts['done']} studies "
+        f"predicted, {counts['failed']} failed; {summary['split_type']}"
+    )
+    for metric, value in (summary.get("metrics") or {}).items():
+        console.print(f"  {metric}: {_format_ci(value)}")
+    for metric, value in (summary.get("ef_metrics") or {}).items():
+        console.print(f"  EF {metric}: {_format_ci(value)}")
+    console.print(f"  summary: {out / 'summary.json'}; {summary['disclaimer']}")
 
 
 def _finite_or_none(value: float | None) -> float | None:

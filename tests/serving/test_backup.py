@@ -169,3 +169,25 @@ def test_restore_refuses_hostile_members(
 def test_archive_inside_the_data_dir_is_refused(data_dir: Path) -> None:
     with pytest.raises(BackupError, match="must not lie inside"):
         create_backup(data_dir, f"sqlite:///{data_dir / 'catalog.sqlite'}", data_dir / "b.tar.gz")
+
+
+def test_cli_backup_then_restore(data_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from serving.cli import app
+    from serving.settings import get_settings
+
+    env = {"MMDX_DATA_DIR": str(data_dir)}
+    get_settings.cache_clear()
+    runner = CliRunner()
+    archive = tmp_path / "cli.tar.gz"
+    made = runner.invoke(app, ["backup", str(archive)], env=env)
+    assert made.exit_code == 0, made.output
+    assert '"case_index_rows": 6' in made.output
+
+    restored = runner.invoke(app, ["restore", str(archive), "--data-dir", str(tmp_path / "r")])
+    assert restored.exit_code == 0, restored.output
+    assert (tmp_path / "r" / "catalog.sqlite").is_file()
+    again = runner.invoke(app, ["restore", str(archive), "--data-dir", str(tmp_path / "r")])
+    assert again.exit_code == 1 and "not empty" in again.output
+    get_settings.cache_clear()
