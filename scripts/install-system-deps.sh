@@ -3,12 +3,13 @@
 # dcmtk (storescu, echoscu, findscu, storescp, dsrdump), dicom3tools (dciodvfy),
 # dcm2niix, Orthanc with its DICOMweb plugin, Chromium for browser tests,
 # iproute2 for the network namespaces that integration tests run in,
-# mricron-data (the Colin27 brain), and PostgreSQL (the scale-out catalog's tests run
-# a private server on a Unix socket). Skips apt entirely when everything is there,
+# mricron-data (the Colin27 brain), PostgreSQL (the scale-out catalog's tests run
+# a private server on a Unix socket), and Tesseract OCR (the PHI leak test reads the
+# text burned into pictures). Skips apt entirely when everything is there,
 # so it is safe and fast to rerun.
 set -euo pipefail
 
-packages=(dcmtk dicom3tools dcm2niix orthanc orthanc-dicomweb chromium iproute2 mricron-data postgresql)
+packages=(dcmtk dicom3tools dcm2niix orthanc orthanc-dicomweb chromium iproute2 mricron-data postgresql tesseract-ocr)
 
 missing=()
 for package in "${packages[@]}"; do
