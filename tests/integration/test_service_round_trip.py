@@ -9,7 +9,11 @@ other tests run; the round-trip test, last, waits for the SRs in Orthanc.
 from __future__ import annotations
 
 import io
+import os
+import shutil
 import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -124,6 +128,45 @@ def test_only_loopback_serves_mmdx_and_ray_dashboard_needs_its_token(hospital: H
         "GET", f"{RAY_DASHBOARD}/api/jobs/", headers={"Authorization": f"Bearer {token}"}
     )
     assert with_token.status_code == 200
+
+
+def test_ray_gcs_refuses_a_driver_without_the_token(hospital: Hospital) -> None:
+    # Ray's GCS binds every interface: only its token keeps another driver (which could
+    # run any code in the cluster) out.
+    listening = hospital.command("ss", "-Hltnp").stdout.split("\n")
+    gcs_ports = sorted(
+        {line.split()[3].rsplit(":", 1)[1] for line in listening if '"gcs_server"' in line}
+    )
+    assert gcs_ports, listening
+    token = (hospital.mmdx.data_dir / "secrets" / "ray_token").read_text().strip()
+    attach = (
+        "import ray; ray.init(address='127.0.0.1:{port}', log_to_driver=False); "
+        "print('attached', len(ray.nodes())); ray.shutdown()"
+    )
+    outcomes = {}
+    client_dir = Path(tempfile.mkdtemp(prefix="mmdxrc-", dir="/tmp"))  # short: socket paths
+    for name, auth in (
+        ("wrong", {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}),
+        ("none", {"RAY_AUTH_MODE": "disabled"}),
+        ("right", {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}),
+    ):
+        env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_AUTH")}
+        env |= {**auth, "RAY_TMPDIR": str(client_dir)}
+        command = hospital.namespace.command(
+            [sys.executable, "-c", attach.format(port=gcs_ports[0])]
+        )
+        try:
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=90)
+            outcomes[name] = (done.returncode, done.stdout + done.stderr[-2000:])
+        except subprocess.TimeoutExpired:
+            outcomes[name] = (None, "timed out")
+    shutil.rmtree(client_dir, ignore_errors=True)
+
+    assert outcomes["right"][0] == 0 and "attached 1" in outcomes["right"][1], outcomes["right"]
+    for refused in ("wrong", "none"):
+        code, output = outcomes[refused]
+        assert code != 0, (refused, output)
+        assert "attached" not in output, (refused, output)
 
 
 def test_dicomweb_client_stores_searches_and_retrieves(hospital: Hospital, tmp_path: Path) -> None:
