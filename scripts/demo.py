@@ -423,7 +423,9 @@ def main(argv: list[str] | None = None) -> None:
         print_table(result_rows(studies, outcomes))
         example = studies[0]["study_instance_uid"]
         print(
-            f"\nOpen {base_url}/api/studies (the worklist) with the demo radiologist's token,"
+            f"\nOpen {base_url}/ui/ in a browser and sign in with the demo radiologist's token"
+            f" ({token_file}): the worklist, each study with its heat map and similar cases."
+            f"\nThe JSON API takes the same token,"
             f' e.g.:\n  curl -H "Authorization: Bearer $(cat {token_file})" {base_url}/api/studies'
             f'\n  curl -H "Authorization: Bearer $(cat {token_file})" '
             f"{base_url}/api/studies/{example}/result"
