@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -126,11 +127,24 @@ def _join(namespace: NetworkNamespace) -> None:
         os.close(descriptor)
 
 
+# Between Ray's worker ports (10002-19999) and Linux's ephemeral range (32768-60999):
+# Ray's processes bind ports from those as they start, and one of them once took the
+# port chosen for the HTTP proxy between this check and the proxy's own bind.
+_SERVER_PORTS = (20000, 32000)
+
+
 def free_port() -> int:
-    """A loopback port free now (call it in the namespace, through :class:`NamespaceThread`)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A loopback port free now, outside the ranges Ray and the kernel hand out (call it
+    in the namespace, through :class:`NamespaceThread`)."""
+    for _ in range(200):
+        port = random.randint(*_SERVER_PORTS)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {_SERVER_PORTS}")
 
 
 def wait_for(
