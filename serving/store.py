@@ -58,7 +58,7 @@ def check_uid(value: str, name: str) -> str:
     return value
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     """Flush a file's or a folder's data and metadata to disk."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
@@ -81,8 +81,8 @@ class StudyStore:
         self._incoming.mkdir(parents=True, exist_ok=True)
         self._locks = self.root / LOCKS_DIR
         self._locks.mkdir(exist_ok=True)
-        _fsync_path(self.root.parent)
-        _fsync_path(self.root)
+        fsync_path(self.root.parent)
+        fsync_path(self.root)
         # Folders known to exist with their entry durable in the parent folder.
         self._durable_dirs: set[Path] = {self.root}
         self._dirs_lock = threading.Lock()
@@ -108,11 +108,11 @@ class StudyStore:
         not be written to after this call.
         """
         try:
-            return self._syncer.submit(_fsync_path, temp_path)
+            return self._syncer.submit(fsync_path, temp_path)
         except RuntimeError:  # closed, or the interpreter is exiting: flush here instead
             done: Future[None] = Future()
             try:
-                _fsync_path(temp_path)
+                fsync_path(temp_path)
                 done.set_result(None)
             except OSError as exc:
                 done.set_exception(exc)
@@ -165,11 +165,11 @@ class StudyStore:
         self._ensure_durable_dir(target.parent)
         # The bytes must be on disk before the name points at them.
         if synced is None:
-            _fsync_path(temp_path)
+            fsync_path(temp_path)
         else:
             synced.result()  # re-raises the flush's OSError
         os.replace(temp_path, target)
-        _fsync_path(target.parent)
+        fsync_path(target.parent)
         return target
 
     @contextmanager
@@ -237,7 +237,7 @@ class StudyStore:
         if folder.parent != self.root:
             self._ensure_durable_dir(folder.parent)
         folder.mkdir(exist_ok=True)
-        _fsync_path(folder.parent)
+        fsync_path(folder.parent)
         with self._dirs_lock:
             if len(self._durable_dirs) >= _MAX_REMEMBERED_DIRS:
                 # Forgetting only costs a repeated mkdir and fsync; memory stays bounded.

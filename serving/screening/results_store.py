@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from serving.store import fsync_path
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -151,7 +153,7 @@ class ResultsStore:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, final)
-        _fsync_folder(self.folder)
+        fsync_path(self.folder)  # the rename is durable
         return final
 
     def remove_partial(self) -> list[Path]:
@@ -203,12 +205,3 @@ def _part_number(path: Path) -> int:
     if match is None:
         raise ValueError(f"{path} is not a results part")
     return int(match.group(1))
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

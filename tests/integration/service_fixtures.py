@@ -403,6 +403,21 @@ class Hospital:
             timeout=timeout_s,
         )  # fmt: skip
 
+    def push(self, files: Sequence[Path], *, ae_title: str, port: int) -> dict[str, str]:
+        """Send ``files`` to ``ae_title`` at ``port`` with storescu; the outcome per file.
+
+        Fails the test unless every file was stored.
+        """
+        from tests.integration.test_listener_restart import store_outcomes
+
+        sent = self.command(
+            "storescu", "-v", "-aec", ae_title, "127.0.0.1", str(port), *map(str, files)
+        )
+        outcomes = store_outcomes(sent.stderr)
+        if list(outcomes.values()) != ["Success"] * len(files):
+            pytest.fail(f"storescu to {ae_title} did not store every file:\n{sent.stderr[-3000:]}")
+        return outcomes
+
     def http(self, method: str, url: str, **kwargs: Any) -> requests.Response:
         """One HTTP request from inside the namespace (``requests.request`` arguments)."""
         kwargs.setdefault("timeout", 60.0)

@@ -38,7 +38,6 @@ from tests.integration.service_fixtures import (
     wait_for,
 )
 from tests.integration.test_ingest_bad_input import raw_sendable
-from tests.integration.test_listener_restart import store_outcomes
 from tests.serving.api_service import STOW_TYPE, stow_body
 from tests.serving.api_service import write_mr_study as write_small_mr_study
 from tests.serving.pipeline_fixtures import (
@@ -89,13 +88,7 @@ def pushed(hospital: Hospital, tmp_path_factory: pytest.TempPathFactory) -> dict
     """A 48-slice MR study and an echo loop sent to Orthanc by storescu, every file stored."""
     folder = tmp_path_factory.mktemp("pacs-studies")
     files = [*write_mr_study(folder / "mr"), write_echo_study(folder / "echo.dcm")]
-    sent = hospital.command(
-        "storescu", "-v", "-aec", ORTHANC_AE, "127.0.0.1", str(hospital.orthanc.dicom_port),
-        *map(str, files),
-    )  # fmt: skip
-    outcomes = store_outcomes(sent.stderr)
-    if list(outcomes.values()) != ["Success"] * len(files):
-        pytest.fail(f"storescu to Orthanc did not store every file:\n{sent.stderr[-3000:]}")
+    outcomes = hospital.push(files, ae_title=ORTHANC_AE, port=hospital.orthanc.dicom_port)
     return {"files": files, "outcomes": outcomes}
 
 
@@ -143,7 +136,7 @@ def test_ray_gcs_refuses_a_driver_without_the_token(hospital: Hospital) -> None:
         "import ray; ray.init(address='127.0.0.1:{port}', log_to_driver=False); "
         "print('attached', len(ray.nodes())); ray.shutdown()"
     )
-    outcomes = {}
+    outcomes: dict[str, tuple[int | None, str]] = {}
     client_dir = Path(tempfile.mkdtemp(prefix="mmdxrc-", dir="/tmp"))  # short: socket paths
     for name, auth in (
         ("wrong", {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}),

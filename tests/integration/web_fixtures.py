@@ -33,7 +33,6 @@ import requests
 
 from tests.integration.netns import NetworkNamespace
 from tests.integration.service_fixtures import MMDX_AE, Hospital, wait_for
-from tests.integration.test_listener_restart import store_outcomes
 from tests.serving.pipeline_fixtures import (
     ECHO_STUDY_UID,
     MR_STUDY_UID,
@@ -156,13 +155,7 @@ def service_site(hospital: Hospital, folder: Path) -> WebSite:
     Fails the test when a file is not stored, or a result does not come in time.
     """
     files = [*write_mr_study(folder / "mr"), write_echo_study(folder / "echo.dcm")]
-    sent = hospital.command(
-        "storescu", "-v", "-aec", MMDX_AE, "127.0.0.1", str(hospital.mmdx.dicom_port),
-        *map(str, files),
-    )  # fmt: skip
-    outcomes = store_outcomes(sent.stderr)
-    if list(outcomes.values()) != ["Success"] * len(files):
-        pytest.fail(f"storescu to mmdx did not store every file:\n{sent.stderr[-3000:]}")
+    hospital.push(files, ae_title=MMDX_AE, port=hospital.mmdx.dicom_port)
     pending = {MR_STUDY_UID, ECHO_STUDY_UID}
 
     def processed() -> bool:
