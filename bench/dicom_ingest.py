@@ -307,17 +307,6 @@ def folder_bytes(folder: Path) -> tuple[int, int]:
     return len(files), sum(path.stat().st_size for path in files)
 
 
-def _in_loopback_namespace(argv: list[str]) -> int | None:
-    """Re-run this bench inside a loopback-only namespace when root; its exit status."""
-    from tests.integration.netns import loopback_namespace, only_loopback, unavailable_reason
-
-    if only_loopback() or unavailable_reason() is not None:
-        return None
-    with loopback_namespace("mmdxbench") as namespace:
-        command = namespace.command([sys.executable, "-m", "bench.dicom_ingest", *argv])
-        return subprocess.run(command, check=False).returncode
-
-
 def main(argv: list[str] | None = None) -> None:
     """Print instances/s and MB/s of each target, the ratios, and a JSON summary."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -326,7 +315,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--large-frames", type=int, default=32, help="Frames per cine loop.")
     args = parser.parse_args(argv)
     arguments = sys.argv[1:] if argv is None else argv
-    status = _in_loopback_namespace(arguments)
+    from tests.integration.netns import rerun_in_loopback_namespace
+
+    status = rerun_in_loopback_namespace("bench.dicom_ingest", arguments, prefix="mmdxbench")
     if status is not None:
         sys.exit(status)
 

@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -289,26 +287,6 @@ def max_difference(a: dict[str, float | None], b: dict[str, float | None]) -> fl
     return largest
 
 
-def _in_loopback_namespace(argv: list[str]) -> int | None:
-    """Re-run this bench inside a loopback-only namespace when root; its exit status."""
-    from tests.integration.netns import loopback_namespace, only_loopback, unavailable_reason
-    from tests.integration.service_fixtures import stop_leftovers
-
-    if only_loopback() or unavailable_reason() is not None:
-        return None
-    ray_dir = tempfile.mkdtemp(prefix="mmdxray-", dir="/tmp")  # short: Ray's socket paths
-    try:
-        with loopback_namespace("mmdxscr") as namespace:
-            command = namespace.command([sys.executable, "-m", "bench.screening", *argv])
-            try:
-                env = {**os.environ, "RAY_TMPDIR": ray_dir}
-                return subprocess.run(command, check=False, env=env).returncode
-            finally:
-                stop_leftovers(namespace)
-    finally:
-        shutil.rmtree(ray_dir, ignore_errors=True)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Print studies per hour of both arms, their ratio and CPU utilisation."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -322,7 +300,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.studies < 2:
         parser.error("--studies must be at least 2")
-    status = _in_loopback_namespace(sys.argv[1:] if argv is None else argv)
+    from tests.integration.netns import rerun_in_loopback_namespace
+
+    status = rerun_in_loopback_namespace(
+        "bench.screening", sys.argv[1:] if argv is None else argv, prefix="mmdxscr", ray=True
+    )
     if status is not None:
         if status != 0:
             raise SystemExit(status)

@@ -293,17 +293,6 @@ def measure_batching(
 # Main ----------------------------------------------------------------------------------
 
 
-def _in_loopback_namespace(argv: list[str]) -> int | None:
-    """Re-run this bench inside a loopback-only namespace when root; its exit status."""
-    from tests.integration.netns import loopback_namespace, only_loopback, unavailable_reason
-
-    if only_loopback() or unavailable_reason() is not None:
-        return None
-    with loopback_namespace("mmdxlat") as namespace:
-        command = namespace.command([sys.executable, "-m", "bench.service_latency", *argv])
-        return subprocess.run(command, check=False).returncode
-
-
 def main(argv: list[str] | None = None) -> None:
     """Print the latency and batching figures and a JSON summary."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -312,7 +301,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="Timed rounds per batch size.")
     parser.add_argument("--stable-after", type=float, default=1.0, help="Stability wait, s.")
     args = parser.parse_args(argv)
-    status = _in_loopback_namespace(sys.argv[1:] if argv is None else argv)
+    from tests.integration.netns import rerun_in_loopback_namespace
+
+    status = rerun_in_loopback_namespace(
+        "bench.service_latency", sys.argv[1:] if argv is None else argv, prefix="mmdxlat"
+    )
     if status is not None:
         sys.exit(status)
 

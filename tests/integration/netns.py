@@ -83,3 +83,35 @@ def netns() -> Iterator[NetworkNamespace]:
         pytest.skip(f"no network namespace: {reason}")
     with loopback_namespace() as namespace:
         yield namespace
+
+
+def rerun_in_loopback_namespace(
+    module: str, argv: Sequence[str], *, prefix: str, ray: bool = False
+) -> int | None:
+    """Run ``python -m module argv`` again inside a loopback-only namespace (for benches).
+
+    Returns its exit status, or ``None`` when this process already runs in such a
+    namespace or none can be created (then the caller runs where it is). With ``ray``,
+    Ray gets a short ``RAY_TMPDIR`` of its own (socket paths), and whatever Ray leaves
+    running in the namespace is stopped before the namespace and that folder go.
+    """
+    import sys
+    import tempfile
+
+    if only_loopback() or unavailable_reason() is not None:
+        return None
+    ray_dir = tempfile.mkdtemp(prefix="mmdxray-", dir="/tmp") if ray else None
+    env = {**os.environ, "RAY_TMPDIR": ray_dir} if ray_dir else None
+    try:
+        with loopback_namespace(prefix) as namespace:
+            command = namespace.command([sys.executable, "-m", module, *argv])
+            try:
+                return subprocess.run(command, check=False, env=env).returncode
+            finally:
+                if ray:
+                    from tests.integration.service_fixtures import stop_leftovers
+
+                    stop_leftovers(namespace)
+    finally:
+        if ray_dir:
+            shutil.rmtree(ray_dir, ignore_errors=True)
