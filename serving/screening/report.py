@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from imaging.evaluation.report import DISCLAIMER
+from serving.screening.evaluate import truth_label
 from serving.screening.report_stats import UNKNOWN, Bootstrap, TaskData, task_summary
 from serving.screening.report_throughput import throughput
 
@@ -32,8 +33,6 @@ SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
 REQUIRED_RESULT_COLUMNS = ("study_id", "status")
 LABEL_KEYS = ("study_instance_uid", "study_id")
-_TRUE = {"1", "true", "yes", "1.0"}
-_FALSE = {"0", "false", "no", "0.0"}
 
 
 class ReportInputError(ValueError):
@@ -120,7 +119,7 @@ def build_tasks(frame: pd.DataFrame, labels: pd.DataFrame) -> list[TaskData]:
         if joined.empty:
             continue
         positive = str(joined["positive_label"].dropna().iloc[0])
-        truth = np.array([_truth(positive, row) for _, row in joined.iterrows()], dtype=object)
+        truth = np.array([truth_label(positive, row) for _, row in joined.iterrows()], dtype=object)
         keep = np.array([t is not None for t in truth], dtype=bool)
         if not keep.any():
             continue
@@ -273,20 +272,6 @@ def _patient_groups(rows: pd.DataFrame) -> np.ndarray | None:
     if patients.isna().all():
         return None
     return np.where(patients.notna(), patients.astype(str), "study:" + rows["study_id"])
-
-
-def _truth(positive: str, row: pd.Series) -> int | None:
-    """1/0 for the positive label, None where the study has no usable label."""
-    if positive == "reduced_ef":
-        flag = str(row.get("reduced_ef", "")).strip().lower()
-        if flag in _TRUE:
-            return 1
-        if flag in _FALSE:
-            return 0
-    label = str(row.get("label", "")).strip()
-    if not label:
-        return None
-    return int(label == positive)
 
 
 def _categories(rows: pd.DataFrame, column: str) -> np.ndarray:
